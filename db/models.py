@@ -1,0 +1,279 @@
+"""The tables. Money is integer cents, times are aware UTC datetimes, calendar days are dates.
+
+Ledgers (points, stored value, punch cards) are append-only: a balance is the sum of its entries.
+Each ledger entry may carry a unique `key` so a retried request can never write twice.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from db.types import UTCDateTime, utcnow
+
+
+def _created() -> Any:
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Store(SQLModel, table=True):
+    """A shop of the chain; its time zone decides local dates, quiet hours and opening hours."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=32, unique=True)
+    name: str = Field(max_length=120)
+    address: str = Field(default="", max_length=255)
+    timezone: str = Field(default="Asia/Shanghai", max_length=64)
+    opening_hours: dict[str, list[str]] = Field(default_factory=dict, sa_column=Column(JSON))
+    bays: int = Field(default=1, ge=0)
+    active: bool = Field(default=True)
+
+
+class Service(SQLModel, table=True):
+    """A service the chain sells; maintenance services carry their interval."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=32, unique=True)
+    name_zh: str = Field(max_length=120)
+    name_en: str = Field(max_length=120)
+    category: str = Field(max_length=32, index=True)
+    duration_min: int = Field(default=60)
+    list_price_cents: int = Field(default=0)
+    interval_months: int | None = Field(default=None)
+    interval_km: int | None = Field(default=None)
+    active: bool = Field(default=True)
+
+
+class Tier(SQLModel, table=True):
+    """A membership level reached by rolling 12-month spend."""
+
+    code: str = Field(primary_key=True, max_length=32)
+    rank: int = Field(unique=True)
+    name_zh: str = Field(max_length=60)
+    name_en: str = Field(max_length=60)
+    threshold_cents: int = Field(default=0)
+    multiplier_permille: int = Field(default=1000, description="points multiplier x1000")
+    privileges_zh: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    privileges_en: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+
+
+class Member(SQLModel, table=True):
+    """A car owner. Phone is E.164; name, phone and birthday are personal data."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_ref: str = Field(max_length=64, unique=True)
+    name: str = Field(default="", max_length=120)
+    phone: str | None = Field(default=None, max_length=20, index=True)
+    birthday: date | None = Field(default=None)
+    locale: str = Field(default="zh_CN", max_length=8)
+    home_store_id: int | None = Field(default=None, foreign_key="store.id", index=True)
+    tier_code: str = Field(default="standard", foreign_key="tier.code", max_length=32)
+    tier_since: datetime = _created()
+    marketing_consent: bool = Field(default=False)
+    consent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    consent_source: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _created()
+    updated_at: datetime = _created()
+    erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class MemberTag(SQLModel, table=True):
+    """Free-form labels staff give members (fleet, VIP, new-energy...), one row per tag."""
+
+    __tablename__ = "member_tag"
+
+    member_id: int = Field(foreign_key="member.id", primary_key=True, ondelete="CASCADE")
+    tag: str = Field(primary_key=True, max_length=40, index=True)
+
+
+class TierChange(SQLModel, table=True):
+    """Every tier move, so upgrades can be celebrated and reviews explained."""
+
+    __tablename__ = "tier_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    from_tier: str = Field(max_length=32)
+    to_tier: str = Field(max_length=32)
+    reason: str = Field(max_length=32)
+    created_at: datetime = _created()
+
+
+class Vehicle(SQLModel, table=True):
+    """A member's car, identified by its normalized plate."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    plate: str = Field(max_length=16, unique=True)
+    vin: str | None = Field(default=None, max_length=17)
+    make: str | None = Field(default=None, max_length=60)
+    model: str | None = Field(default=None, max_length=60)
+    purchase_date: date | None = Field(default=None)
+    insurance_expiry: date | None = Field(default=None, index=True)
+    inspection_due: date | None = Field(default=None, index=True)
+    created_at: datetime = _created()
+
+
+class MileageReading(SQLModel, table=True):
+    """An odometer reading on a day; mileage-based reminders extrapolate from these."""
+
+    __tablename__ = "mileage_reading"
+    __table_args__ = (UniqueConstraint("vehicle_id", "read_on", "km"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    vehicle_id: int = Field(foreign_key="vehicle.id", index=True, ondelete="CASCADE")
+    read_on: date
+    km: int = Field(ge=0)
+    source: str = Field(default="visit", max_length=16)
+
+
+class Visit(SQLModel, table=True):
+    """A paid service visit; the source of points, tiers and every lifecycle rule."""
+
+    __table_args__ = (Index("ix_visit_member_day", "member_id", "visited_on", "amount_cents"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    visit_ref: str | None = Field(default=None, max_length=64, unique=True)
+    member_id: int = Field(foreign_key="member.id", ondelete="CASCADE")
+    store_id: int | None = Field(default=None, foreign_key="store.id")
+    vehicle_id: int | None = Field(default=None, foreign_key="vehicle.id", ondelete="SET NULL")
+    visited_on: date = Field(index=True)
+    amount_cents: int = Field(ge=0)
+    services: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    categories: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    mileage_km: int | None = Field(default=None)
+    satisfaction: int | None = Field(default=None, ge=0, le=10)
+    created_at: datetime = _created()
+
+
+class PointsEntry(SQLModel, table=True):
+    """One line of the points ledger. Positive lines are lots that expire; negative lines consume
+    the soonest-expiring lots first (see domain.points)."""
+
+    __tablename__ = "points_entry"
+    __table_args__ = (Index("ix_points_member_expiry", "member_id", "expires_on"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", ondelete="CASCADE")
+    kind: str = Field(max_length=16)
+    points: int
+    occurred_on: date
+    expires_on: date | None = Field(default=None)
+    visit_id: int | None = Field(default=None, foreign_key="visit.id", ondelete="SET NULL")
+    key: str | None = Field(default=None, max_length=96, unique=True)
+    reason: str | None = Field(default=None, max_length=255)
+    actor: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _created()
+
+
+class StoredValueEntry(SQLModel, table=True):
+    """One line of a member's prepaid balance (储值), in cents."""
+
+    __tablename__ = "stored_value_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16)
+    amount_cents: int
+    store_id: int | None = Field(default=None, foreign_key="store.id")
+    key: str | None = Field(default=None, max_length=96, unique=True)
+    reason: str | None = Field(default=None, max_length=255)
+    actor: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _created()
+
+
+class PunchCard(SQLModel, table=True):
+    """A prepaid bundle of N services (10 washes, say) with its own small ledger."""
+
+    __tablename__ = "punch_card"
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    service_code: str = Field(max_length=32)
+    total_uses: int = Field(gt=0)
+    expires_on: date | None = Field(default=None)
+    store_id: int | None = Field(default=None, foreign_key="store.id")
+    key: str | None = Field(default=None, max_length=96, unique=True)
+    created_at: datetime = _created()
+
+
+class PunchEntry(SQLModel, table=True):
+    """A use (negative) or the opening credit (positive) of a punch card."""
+
+    __tablename__ = "punch_entry"
+
+    id: int | None = Field(default=None, primary_key=True)
+    card_id: int = Field(foreign_key="punch_card.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16)
+    uses: int
+    store_id: int | None = Field(default=None, foreign_key="store.id")
+    key: str | None = Field(default=None, max_length=96, unique=True)
+    actor: str | None = Field(default=None, max_length=64)
+    created_at: datetime = _created()
+
+
+class Reward(SQLModel, table=True):
+    """Something points buy: usually a coupon for a service."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=32, unique=True)
+    name_zh: str = Field(max_length=120)
+    name_en: str = Field(max_length=120)
+    points_cost: int = Field(gt=0)
+    coupon_kind: str = Field(default="value", max_length=16)
+    coupon_value_cents: int = Field(default=0)
+    coupon_percent: int = Field(default=0)
+    min_spend_cents: int = Field(default=0)
+    valid_days: int = Field(default=90)
+    service_code: str | None = Field(default=None, max_length=32)
+    active: bool = Field(default=True)
+
+
+class Coupon(SQLModel, table=True):
+    """A single-use voucher with an unguessable code."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=24, unique=True)
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=16)
+    value_cents: int = Field(default=0)
+    percent_off: int = Field(default=0)
+    min_spend_cents: int = Field(default=0)
+    valid_from: date
+    valid_until: date
+    store_id: int | None = Field(default=None, foreign_key="store.id")
+    source: str = Field(max_length=32)
+    reward_id: int | None = Field(default=None, foreign_key="reward.id")
+    key: str | None = Field(default=None, max_length=96, unique=True)
+    issued_at: datetime = _created()
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    used_store_id: int | None = Field(default=None, foreign_key="store.id")
+
+
+class Staff(SQLModel, table=True):
+    """A person who works the counter (staff) or runs a store or the chain (manager)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=120)
+    role: str = Field(max_length=16)
+    store_id: int | None = Field(default=None, foreign_key="store.id")
+    telegram_user_id: int | None = Field(default=None, unique=True)
+    active: bool = Field(default=True)
+    created_at: datetime = _created()
+
+
+class AuditLog(SQLModel, table=True):
+    """Who did what to whom; details never hold phones, plates or birthdays in clear."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    actor: str = Field(max_length=64)
+    action: str = Field(max_length=48, index=True)
+    entity: str = Field(max_length=32)
+    entity_id: int | None = Field(default=None)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = _created()

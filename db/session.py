@@ -1,0 +1,122 @@
+"""The async engine and units of work.
+
+SQLite needs help to be safe under concurrent writers: every write unit of work starts with
+`BEGIN IMMEDIATE`, so two redemptions can never both read a balance and then both spend it; the
+second waits (busy timeout) and then reads the first one's result. PostgreSQL gets the same
+guarantee from row locks (`lock_member`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from db.models import Member
+
+_WRITE_OPTION = "memberbot_write"
+
+
+def _prepare_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us emit BEGIN ourselves; the driver's implicit BEGIN is always DEFERRED.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def create_engine(url: str, *, busy_timeout_ms: int = 30_000, echo: bool = False) -> AsyncEngine:
+    """An engine for `url`, with SQLite switched to WAL, foreign keys and immediate writes."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"echo": echo}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+    else:
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_size"] = 10
+        kwargs["max_overflow"] = 20
+    engine = create_async_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        _prepare_sqlite(engine, busy_timeout_ms)
+    return engine
+
+
+class Database:
+    """An engine plus the two kinds of unit of work the domain needs."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str, *, busy_timeout_ms: int = 30_000) -> Database:
+        return cls(create_engine(url, busy_timeout_ms=busy_timeout_ms))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A write unit of work: commits on success, rolls back on any exception."""
+        async with self._sessions() as session:
+            await session.connection(execution_options={_WRITE_OPTION: True})
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only unit of work: one consistent snapshot, never holds the write lock."""
+        async with self._sessions() as session:
+            # Closing ends the transaction without expiring what was loaded, so callers may
+            # keep reading the objects they fetched.
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+async def lock_member(session: AsyncSession, member_id: int) -> None:
+    """Serialize writers of one member's ledgers until the transaction ends.
+
+    On PostgreSQL this is a row lock; on SQLite the write transaction already holds the
+    database's single write lock, so there is nothing more to take.
+    """
+    if session.bind.dialect.name == "postgresql":
+        await session.execute(select(Member.id).where(Member.id == member_id).with_for_update())
+
+
+def upsert_insert(session: AsyncSession, table: Any) -> Any:
+    """The dialect's own INSERT, which knows `ON CONFLICT DO NOTHING / DO UPDATE`."""
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

@@ -1,0 +1,55 @@
+"""Typed domain errors. Each carries a message key and parameters, so every channel (chat, CLI,
+WeChat) shows the same translated sentence instead of a stack trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """A rule said no. `key` names the message template; `params` fill it."""
+
+    key = "error.generic"
+
+    def __init__(self, message: str, **params: Any) -> None:
+        super().__init__(message)
+        self.params = params
+
+
+class NotFound(DomainError):
+    key = "error.not_found"
+
+
+class InvalidInput(DomainError):
+    key = "error.invalid_input"
+
+
+class InsufficientPoints(DomainError):
+    key = "error.insufficient_points"
+
+
+class InsufficientBalance(DomainError):
+    key = "error.insufficient_balance"
+
+
+class CouponUnavailable(DomainError):
+    key = "error.coupon_unavailable"
+
+
+class PunchCardUnavailable(DomainError):
+    key = "error.punch_card_unavailable"
+
+
+class RewardUnavailable(DomainError):
+    key = "error.reward_unavailable"
+
+
+class ConfigError(DomainError):
+    """The shop configuration is wrong; `problems` lists (file, key, reason) triples."""
+
+    key = "error.config"
+
+    def __init__(self, problems: list[tuple[str, str, str]]) -> None:
+        lines = "\n".join(f"{f}: {k}: {r}" for f, k, r in problems)
+        super().__init__(f"invalid shop configuration:\n{lines}")
+        self.problems = problems

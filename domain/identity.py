@@ -1,0 +1,48 @@
+"""Normalizing the identifiers people type: phone numbers and licence plates."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import phonenumbers
+
+from domain.errors import InvalidInput
+
+_PLATE = re.compile(r"^[\u4e00-\u9fffA-Z0-9]{5,10}$")
+_PLATE_NOISE = re.compile(r"[\s·•.\-_]")
+
+
+def normalize_phone(text: str, region: str = "CN") -> str:
+    """E.164 form (+8613812345678) of a phone written any common way; rejects what cannot dial."""
+    cleaned = unicodedata.normalize("NFKC", text or "").strip()
+    if not cleaned:
+        raise InvalidInput("phone is empty")
+    try:
+        number = phonenumbers.parse(cleaned, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidInput("phone is not a phone number") from exc
+    if not phonenumbers.is_valid_number(number):
+        raise InvalidInput("phone is not a valid number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_plate(text: str) -> str:
+    """Upper case, full-width folded, separators dropped: '沪a·12345' → '沪A12345'."""
+    cleaned = _PLATE_NOISE.sub("", unicodedata.normalize("NFKC", text or "")).upper()
+    if not _PLATE.match(cleaned):
+        raise InvalidInput("plate is not a licence plate")
+    return cleaned
+
+
+def mask_phone(phone: str | None) -> str:
+    """What logs and staff lists show: +86138****5678."""
+    if not phone:
+        return "-"
+    return phone[:-8] + "****" + phone[-4:] if len(phone) > 8 else "****"
+
+
+def mask_plate(plate: str | None) -> str:
+    if not plate:
+        return "-"
+    return plate[:2] + "*" * max(0, len(plate) - 4) + plate[-2:]

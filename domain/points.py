@@ -1,0 +1,335 @@
+"""The points ledger.
+
+Positive entries are lots with an expiry date; negative entries (redeem, expire, negative
+adjustment) consume the lots that expire soonest first. Nothing is ever updated in place, so the
+state at any moment can be derived from the entries alone:
+
+* balance = sum of all entries;
+* points of lots expiring on or before day D that are still unspent
+  = max(0, sum of lots expiring on or before D − sum of all debits).
+
+The second line is what makes expiry set-based and exact: expiring at D writes one entry for
+that amount, after which every lot expiring by D is fully consumed. Lots without an expiry date
+sort after every dated lot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import ROUND_FLOOR, Decimal
+
+from sqlalchemy import Date, String, and_, case, cast, func, literal, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Member, PointsEntry
+from db.session import lock_member, upsert_insert
+from db.types import UTCDateTime, utcnow
+from domain import audit
+from domain.errors import InsufficientPoints, InvalidInput, NotFound
+from domain.shop import LoyaltyRules
+
+EARN, OPENING, REDEEM, EXPIRE, ADJUST = "earn", "opening", "redeem", "expire", "adjust"
+
+
+@dataclass(frozen=True)
+class PointsSummary:
+    """What a member is shown: the balance and what will lapse soon if not used."""
+
+    balance: int
+    expiring_soon: int
+    expiring_by: date
+    next_expiry: date | None
+
+
+def add_months(day: date, months: int) -> date:
+    """`day` plus whole months, clamped to the month's end (31 Jan + 1 month = 28/29 Feb)."""
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    for candidate in (day.day, 30, 29, 28):
+        try:
+            return date(year, month, min(day.day, candidate))
+        except ValueError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def points_for_spend(amount_cents: int, rules: LoyaltyRules, multiplier_permille: int) -> int:
+    """Points for a payment: whole yuan × earn rate × tier multiplier, rounded down."""
+    whole_yuan = amount_cents // 100
+    exact = Decimal(whole_yuan) * rules.earn_per_yuan * Decimal(multiplier_permille) / 1000
+    return int(exact.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def lot_expiry(occurred_on: date, rules: LoyaltyRules) -> date:
+    return add_months(occurred_on, rules.expiry_months)
+
+
+async def balance(session: AsyncSession, member_id: int) -> int:
+    total = await session.scalar(
+        select(func.coalesce(func.sum(PointsEntry.points), 0)).where(
+            PointsEntry.member_id == member_id
+        )
+    )
+    return int(total or 0)
+
+
+def _lots_minus_debits(day: date):  # type: ignore[no-untyped-def]
+    """SQL, per member: lots expiring on or before `day` minus every debit. Where positive, it is
+    exactly what of those lots is still unspent."""
+    lots_by_day = func.coalesce(
+        func.sum(
+            case(
+                (and_(PointsEntry.points > 0, PointsEntry.expires_on <= day), PointsEntry.points),
+                else_=0,
+            )
+        ),
+        0,
+    )
+    debits = func.coalesce(
+        func.sum(case((PointsEntry.points < 0, -PointsEntry.points), else_=0)), 0
+    )
+    return lots_by_day - debits
+
+
+def _unspent_by(day: date):  # type: ignore[no-untyped-def]
+    gap = _lots_minus_debits(day)
+    return case((gap > 0, gap), else_=literal(0))
+
+
+async def summary(
+    session: AsyncSession, member_id: int, today: date, rules: LoyaltyRules
+) -> PointsSummary:
+    """Balance, points expiring within the notice window, and the next expiry date, in one query."""
+    horizon = today + timedelta(days=rules.expiring_notice_days)
+    row = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(PointsEntry.points), 0),
+                _unspent_by(horizon),
+                _unspent_by(today - timedelta(days=1)),
+            ).where(PointsEntry.member_id == member_id)
+        )
+    ).one()
+    total, by_horizon, already_due = int(row[0]), int(row[1]), int(row[2])
+    expiring = max(0, by_horizon - already_due)
+    next_expiry = None
+    if total > 0:
+        next_expiry = await _next_expiry(session, member_id, today, total)
+    return PointsSummary(
+        balance=total, expiring_soon=expiring, expiring_by=horizon, next_expiry=next_expiry
+    )
+
+
+async def _next_expiry(
+    session: AsyncSession, member_id: int, today: date, total: int
+) -> date | None:
+    """The first day on which some still-unspent lot lapses."""
+    debits = await session.scalar(
+        select(func.coalesce(func.sum(-PointsEntry.points), 0)).where(
+            PointsEntry.member_id == member_id, PointsEntry.points < 0
+        )
+    )
+    remaining_debits = int(debits or 0)
+    lots = await session.execute(
+        select(PointsEntry.expires_on, PointsEntry.points)
+        .where(
+            PointsEntry.member_id == member_id,
+            PointsEntry.points > 0,
+            PointsEntry.expires_on.is_not(None),
+        )
+        .order_by(PointsEntry.expires_on, PointsEntry.id)
+    )
+    for expires_on, points in lots:
+        if points > remaining_debits:
+            return expires_on if expires_on >= today else today
+        remaining_debits -= points
+    return None
+
+
+async def _member_exists(session: AsyncSession, member_id: int) -> None:
+    if await session.get(Member, member_id) is None:
+        raise NotFound("no such member", member_id=member_id)
+
+
+async def _existing(session: AsyncSession, key: str | None) -> PointsEntry | None:
+    if key is None:
+        return None
+    return await session.scalar(select(PointsEntry).where(PointsEntry.key == key))
+
+
+async def credit(
+    session: AsyncSession,
+    member_id: int,
+    points: int,
+    occurred_on: date,
+    rules: LoyaltyRules,
+    *,
+    kind: str = EARN,
+    key: str | None = None,
+    visit_id: int | None = None,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> PointsEntry | None:
+    """Add a lot of points that expires `rules.expiry_months` after `occurred_on`.
+
+    With a `key`, a repeated call returns the first entry and adds nothing.
+    """
+    if points <= 0:
+        raise InvalidInput("points to credit must be positive", points=points)
+    if (previous := await _existing(session, key)) is not None:
+        return previous
+    entry = PointsEntry(
+        member_id=member_id,
+        kind=kind,
+        points=points,
+        occurred_on=occurred_on,
+        expires_on=lot_expiry(occurred_on, rules),
+        visit_id=visit_id,
+        key=key,
+        reason=reason,
+        actor=actor,
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def debit(
+    session: AsyncSession,
+    member_id: int,
+    points: int,
+    today: date,
+    *,
+    kind: str = REDEEM,
+    key: str | None = None,
+    reason: str | None = None,
+    actor: str | None = None,
+) -> PointsEntry:
+    """Spend points, never below zero, even with many concurrent callers.
+
+    The member is locked first, so the balance read here is still true when the entry is
+    written. With a `key`, a retried request returns the first entry instead of spending twice.
+    """
+    if points <= 0:
+        raise InvalidInput("points to spend must be positive", points=points)
+    await _member_exists(session, member_id)
+    await lock_member(session, member_id)
+    if (previous := await _existing(session, key)) is not None:
+        return previous
+    available = await balance(session, member_id)
+    if available < points:
+        raise InsufficientPoints("not enough points", needed=points, available=available)
+    entry = PointsEntry(
+        member_id=member_id,
+        kind=kind,
+        points=-points,
+        occurred_on=today,
+        key=key,
+        reason=reason,
+        actor=actor,
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def adjust(
+    session: AsyncSession,
+    member_id: int,
+    delta: int,
+    today: date,
+    rules: LoyaltyRules,
+    *,
+    reason: str,
+    actor: str,
+    key: str | None = None,
+) -> PointsEntry:
+    """A manual correction by staff: needs a reason, is audited, and cannot overdraw."""
+    if not reason or not reason.strip():
+        raise InvalidInput("an adjustment needs a reason")
+    if delta == 0:
+        raise InvalidInput("an adjustment of 0 points changes nothing")
+    await _member_exists(session, member_id)
+    if delta > 0:
+        entry = await credit(
+            session,
+            member_id,
+            delta,
+            today,
+            rules,
+            kind=ADJUST,
+            key=key,
+            reason=reason,
+            actor=actor,
+        )
+        assert entry is not None
+    else:
+        entry = await debit(
+            session, member_id, -delta, today, kind=ADJUST, key=key, reason=reason, actor=actor
+        )
+    await audit.record(
+        session,
+        actor=actor,
+        action="points.adjust",
+        entity="member",
+        entity_id=member_id,
+        detail={"delta": delta, "reason": reason.strip(), "entry_id": entry.id},
+    )
+    return entry
+
+
+async def expire(session: AsyncSession, as_of: date, member_id: int | None = None) -> int:
+    """Write one expiry entry per member whose lots lapsed before `as_of`; returns the total.
+
+    Set-based: one INSERT … SELECT over the ledger. Keyed by member and day, so a rerun or a
+    second process writes nothing more; on PostgreSQL the affected members are locked first so
+    a redemption running at the same moment cannot spend points that are being expired.
+    """
+    due = _lots_minus_debits(as_of - timedelta(days=1))
+    per_member = select(PointsEntry.member_id.label("member_id"), due.label("due")).group_by(
+        PointsEntry.member_id
+    )
+    if member_id is not None:
+        per_member = per_member.where(PointsEntry.member_id == member_id)
+    per_member = per_member.having(due > 0)
+    if session.bind.dialect.name == "postgresql":
+        candidates = per_member.subquery()
+        await session.execute(
+            select(Member.id)
+            .where(Member.id.in_(select(candidates.c.member_id)))
+            .order_by(Member.id)
+            .with_for_update()
+        )
+    lapsed = per_member.subquery()
+    key = literal("expire:") + cast(lapsed.c.member_id, String) + literal(f":{as_of.isoformat()}")
+    rows = select(
+        lapsed.c.member_id,
+        literal(EXPIRE),
+        -lapsed.c.due,
+        literal(as_of, Date),
+        key,
+        literal("points reached their expiry date"),
+        literal("system"),
+        literal(utcnow(), UTCDateTime),
+    ).where(lapsed.c.due > 0)  # also keeps SQLite from reading ON CONFLICT as a join clause
+    columns = ["member_id", "kind", "points", "occurred_on", "key", "reason", "actor", "created_at"]
+    statement = (
+        upsert_insert(session, PointsEntry)
+        .from_select(columns, rows)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(PointsEntry.points)
+    )
+    written = (await session.scalars(statement)).all()
+    return -sum(written)
+
+
+async def history(session: AsyncSession, member_id: int, limit: int = 10) -> list[PointsEntry]:
+    """The member's latest ledger lines, newest first."""
+    result = await session.scalars(
+        select(PointsEntry)
+        .where(PointsEntry.member_id == member_id)
+        .order_by(PointsEntry.created_at.desc(), PointsEntry.id.desc())
+        .limit(limit)
+    )
+    return list(result.all())

@@ -1,0 +1,96 @@
+"""The `memberbot` command. Each command is a thin shell over a domain use case."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from domain import members, points
+from domain.errors import ConfigError, DomainError
+from memberbot import runtime, staffview
+
+T = TypeVar("T")
+
+app = typer.Typer(help="memberbot: member engagement for car service chains.", no_args_is_help=True)
+member_app = typer.Typer(help="Look up members.", no_args_is_help=True)
+points_app = typer.Typer(help="Points ledger operations.", no_args_is_help=True)
+app.add_typer(member_app, name="member")
+app.add_typer(points_app, name="points")
+console = Console()
+err = Console(stderr=True)
+
+
+def run(work: Callable[[runtime.Runtime], Awaitable[T]]) -> T:
+    """Start the runtime, run one unit of work, and turn domain errors into clear exits."""
+
+    async def _main() -> T:
+        rt = await runtime.start()
+        try:
+            return await work(rt)
+        finally:
+            await rt.db.dispose()
+
+    try:
+        return asyncio.run(_main())
+    except ConfigError as exc:
+        err.print("[red]The shop configuration has problems:[/red]")
+        for file, key, reason in exc.problems:
+            err.print(f"  {file}: {key}: {reason}")
+        raise typer.Exit(2) from exc
+    except DomainError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def init() -> None:
+    """Create or migrate the database and sync the shop configuration into it."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        console.print(
+            f"Database ready ({rt.db.dialect}); {len(rt.config.stores)} store(s), "
+            f"{len(rt.config.services)} service(s), {len(rt.config.tiers)} tier(s) synced."
+        )
+
+    run(work)
+
+
+@member_app.command("show")
+def member_show(
+    query: Annotated[str, typer.Argument(help="Phone, plate or member number.")],
+) -> None:
+    """The staff view of one member: profile, cars, visits, balances, tier."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        async with rt.db.read() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            view = await staffview.build(session, member, rt.today(), rt.config.loyalty)
+        staffview.render(console, view)
+
+    run(work)
+
+
+@points_app.command("adjust")
+def points_adjust(
+    query: Annotated[str, typer.Argument(help="Phone, plate or member number.")],
+    delta: Annotated[int, typer.Argument(help="Points to add (positive) or take (negative).")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why; kept in the audit log.")],
+    actor: Annotated[str, typer.Option(help="Who is making the change.")] = "cli",
+) -> None:
+    """Correct a member's points by hand. Needs a reason; never takes the balance below 0."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        today = rt.today()
+        async with rt.db.transaction() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            await points.adjust(
+                session, member.id, delta, today, rt.config.loyalty, reason=reason, actor=actor
+            )
+            new_balance = await points.balance(session, member.id)
+        console.print(f"{member.member_ref}: {delta:+d} points, balance now {new_balance}.")
+
+    run(work)

@@ -1,0 +1,42 @@
+"""What every command needs before it can work: settings, the shop configuration and a migrated
+database. The CLI, the demo and (later) `serve` all start here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from db.migrate import upgrade
+from db.session import Database
+from domain.shop import ShopConfig, load_shop_config, sync_shop
+from memberbot.settings import Settings, get_settings
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: ShopConfig
+    db: Database
+
+    def today(self) -> date:
+        """Today in the chain's first store's time zone: the business day, not UTC's."""
+        zone = ZoneInfo(self.config.stores[0].timezone)
+        return datetime.now(zone).date()
+
+
+async def start(settings: Settings | None = None, *, migrate: bool = True) -> Runtime:
+    """Load and validate the configuration, migrate the database and sync the shop into it."""
+    settings = settings or get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    config = load_shop_config(settings.shop_config)
+    db = Database.from_url(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+    if migrate:
+        await upgrade(db.engine)
+        async with db.transaction() as session:
+            await sync_shop(session, config)
+    return Runtime(settings=settings, config=config, db=db)
