@@ -23,9 +23,9 @@ from sqlalchemy import Date, String, and_, case, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Member, PointsEntry
-from db.session import lock_member, upsert_insert
+from db.session import upsert_insert
 from db.types import UTCDateTime, utcnow
-from domain import audit
+from domain import audit, ledger
 from domain.errors import InsufficientPoints, InvalidInput, NotFound
 from domain.shop import LoyaltyRules
 
@@ -153,9 +153,7 @@ async def _member_exists(session: AsyncSession, member_id: int) -> None:
 
 
 async def _existing(session: AsyncSession, key: str | None) -> PointsEntry | None:
-    if key is None:
-        return None
-    return await session.scalar(select(PointsEntry).where(PointsEntry.key == key))
+    return await ledger.replay(session, PointsEntry, key)
 
 
 async def credit(
@@ -213,25 +211,27 @@ async def debit(
     """
     if points <= 0:
         raise InvalidInput("points to spend must be positive", points=points)
-    await _member_exists(session, member_id)
-    await lock_member(session, member_id)
-    if (previous := await _existing(session, key)) is not None:
-        return previous
-    available = await balance(session, member_id)
-    if available < points:
-        raise InsufficientPoints("not enough points", needed=points, available=available)
-    entry = PointsEntry(
-        member_id=member_id,
-        kind=kind,
-        points=-points,
-        occurred_on=today,
+    written = await ledger.take(
+        session,
+        member_id,
+        points,
+        model=PointsEntry,
         key=key,
-        reason=reason,
-        actor=actor,
+        balance=balance,
+        refuse=lambda needed, available: InsufficientPoints(
+            "not enough points", needed=needed, available=available
+        ),
+        entry=lambda: PointsEntry(
+            member_id=member_id,
+            kind=kind,
+            points=-points,
+            occurred_on=today,
+            key=key,
+            reason=reason,
+            actor=actor,
+        ),
     )
-    session.add(entry)
-    await session.flush()
-    return entry
+    return written.entry
 
 
 async def adjust(
