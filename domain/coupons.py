@@ -12,6 +12,7 @@ only the first of two racing requests can match.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -189,8 +190,13 @@ async def redeem(
     spend_cents: int,
     today: date,
     actor: str,
+    services: Sequence[str] | None = None,
 ) -> Redemption:
-    """Use a coupon on a bill, once: of two counters redeeming it together, exactly one wins."""
+    """Use a coupon on a bill, once: of two counters redeeming it together, exactly one wins.
+
+    A coupon bought as a reward for one service (a free wash) only pays a bill that includes
+    that service; `services` are the service codes on the bill, checked when given.
+    """
     if spend_cents < 0:
         raise InvalidInput("spend cannot be negative", spend_cents=spend_cents)
     normalized = normalize_code(code)
@@ -200,6 +206,10 @@ async def redeem(
         else None
     )
     reason = _refusal(coupon, member_id, store_id, spend_cents, today)
+    if reason is None and services is not None and coupon is not None and coupon.reward_id:
+        reward = await session.get(Reward, coupon.reward_id)
+        if reward is not None and reward.service_code and reward.service_code not in services:
+            reason = "wrong_service"
     if reason is not None:
         raise CouponUnavailable(f"coupon cannot be used: {reason}", reason=reason)
     assert coupon is not None

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from db.models import AuditLog, Coupon, PointsEntry, Reward
 from db.session import Database
 from domain import coupons, members, points, rewards
-from domain.errors import InsufficientPoints, InvalidInput, RewardUnavailable
+from domain.errors import CouponUnavailable, InsufficientPoints, InvalidInput, RewardUnavailable
 from domain.shop import LoyaltyRules
 
 RULES = LoyaltyRules()
@@ -195,3 +195,33 @@ async def test_concurrent_retries_of_one_redemption_issue_one_coupon(db: Databas
     assert await balance(db, member_id) == 700
     issued, debits, _ = await counts(db)
     assert (issued, debits) == (1, 1)
+
+
+async def test_a_reward_coupon_only_pays_for_its_service(db: Database) -> None:
+    member_id = await member_with_points(db, 300)
+    coupon = await redeem(db, member_id, "free_wash", key="wash-1")
+    with pytest.raises(CouponUnavailable) as refused:
+        async with db.transaction() as session:
+            await coupons.redeem(
+                session,
+                coupon.code,
+                member_id=member_id,
+                store_id=None,
+                spend_cents=48_000,
+                today=DAY,
+                actor="staff:1",
+                services=["oil_service"],
+            )
+    assert refused.value.params["reason"] == "wrong_service"
+    async with db.transaction() as session:
+        used = await coupons.redeem(
+            session,
+            coupon.code,
+            member_id=member_id,
+            store_id=None,
+            spend_cents=4_500,
+            today=DAY,
+            actor="staff:1",
+            services=["wash"],
+        )
+    assert used.discount_cents == 4_500
