@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import case, func, insert, literal, select, update
+from sqlalchemy import Date, Integer, Select, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Member, Tier, TierChange, Visit
@@ -51,13 +53,35 @@ async def rolling_spend(session: AsyncSession, member_id: int, as_of: date) -> i
     return int(total or 0)
 
 
+def _member_spend_sql(first_day: Any, last_day: Any):  # type: ignore[no-untyped-def]
+    """Per member (correlated): their spend from `first_day` to `last_day`, both included."""
+    return (
+        select(func.coalesce(func.sum(Visit.amount_cents), 0))
+        .where(
+            Visit.member_id == Member.id,
+            Visit.visited_on >= first_day,
+            Visit.visited_on <= last_day,
+        )
+        .scalar_subquery()
+    )
+
+
+@cache
+def _standing_sql() -> Select[Any]:
+    """A member's tier and rolling spend in one statement, built once with bind parameters:
+    this runs on every balance read, where composing a statement costs more than running it."""
+    spend = _member_spend_sql(bindparam("first_day", type_=Date), bindparam("as_of", type_=Date))
+    return select(Member.tier_code, spend).where(Member.id == bindparam("member_id", type_=Integer))
+
+
 async def progress(session: AsyncSession, member_id: int, as_of: date) -> TierProgress:
-    member = await session.get(Member, member_id)
-    if member is None:
+    params = {"member_id": member_id, "first_day": window_start(as_of), "as_of": as_of}
+    row = (await session.execute(_standing_sql(), params)).one_or_none()
+    if row is None:
         raise NotFound("no such member", member_id=member_id)
+    tier_code, spend = row[0], int(row[1])
     tiers = await all_tiers(session)
-    current = next(t for t in tiers if t.code == member.tier_code)
-    spend = await rolling_spend(session, member_id, as_of)
+    current = next(t for t in tiers if t.code == tier_code)
     higher = [t for t in tiers if t.rank > current.rank]
     next_tier = higher[0] if higher else None
     missing = max(0, next_tier.threshold_cents - spend) if next_tier else 0
@@ -85,15 +109,7 @@ async def upgrade_if_due(session: AsyncSession, member_id: int, as_of: date) -> 
 
 def _target_rank_sql(tiers: Sequence[Tier], as_of: date):  # type: ignore[no-untyped-def]
     """Per member (correlated): the rank of the tier their rolling spend reaches."""
-    spend = (
-        select(func.coalesce(func.sum(Visit.amount_cents), 0))
-        .where(
-            Visit.member_id == Member.id,
-            Visit.visited_on >= window_start(as_of),
-            Visit.visited_on <= as_of,
-        )
-        .scalar_subquery()
-    )
+    spend = _member_spend_sql(window_start(as_of), as_of)
     whens = [(spend >= t.threshold_cents, literal(t.rank)) for t in reversed(tiers)]
     return case(*whens, else_=literal(tiers[0].rank))
 
