@@ -119,12 +119,14 @@ async def review(
     as_of: date,
     *,
     downgrade: bool = True,
-    member_ids: Sequence[int] | None = None,
+    member_ids: Sequence[int] | Select[Any] | None = None,
 ) -> int:
     """Move every member to the tier their spend earns; set-based. Returns how many moved.
 
     The periodic review (downgrade=True) moves both ways; after a bulk import it runs with
     downgrade=False, which applies only the upgrades a visit would have given at once.
+    `member_ids` limits it to some members: a list, or a SELECT of ids (the import passes
+    the members of the visits it inserted, however many).
     """
     tiers = await all_tiers(session)
     by_rank = {t.rank: t.code for t in tiers}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
-from domain import members, points
+from domain import csvimport, members, points
 from domain.errors import ConfigError, DomainError
-from memberbot import runtime, staffview
+from memberbot import importview, runtime, staffview
 
 T = TypeVar("T")
 
@@ -94,3 +96,80 @@ def points_adjust(
         console.print(f"{member.member_ref}: {delta:+d} points, balance now {new_balance}.")
 
     run(work)
+
+
+class ImportKind(StrEnum):
+    members = "members"
+    vehicles = "vehicles"
+    visits = "visits"
+
+
+@app.command("import")
+def import_(
+    kind: Annotated[ImportKind, typer.Argument(help="What the file holds.")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV export, UTF-8 or GBK.")
+    ],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check and count only.")] = False,
+    no_points: Annotated[bool, typer.Option("--no-points", help="Credit no points.")] = False,
+) -> None:
+    """Import a dealer or POS export. One bad row and nothing of the file is written."""
+
+    async def work(rt: runtime.Runtime) -> csvimport.ImportResult:
+        with importview.progress_bar(console, file) as progress:
+            return await csvimport.import_file(
+                rt.db,
+                kind.value,
+                file,
+                rt.config.loyalty,
+                dry_run=dry_run,
+                earn_points=not no_points,
+                region=rt.settings.default_region,
+                progress=progress,
+                today=rt.today(),
+            )
+
+    result = run(work)
+    importview.render(console, result)
+    if result.error_count:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    members: Annotated[int, typer.Option(min=1, help="How many members to generate.")] = 2000,
+    seed: Annotated[int, typer.Option(help="The same seed builds the same chain.")] = 20240601,
+    database_url: Annotated[
+        str, typer.Option(help="Where the demo goes; a shop's own database is refused.")
+    ] = "sqlite+aiosqlite:///memberbot-demo.db",
+    fresh: Annotated[
+        bool,
+        typer.Option("--fresh/--keep", help="Rebuild the demo SQLite file, or import on top."),
+    ] = True,
+    export: Annotated[
+        str | None, typer.Option(help="Keep the generated CSV files in this folder.")
+    ] = None,
+) -> None:
+    """Build a demo chain (3 stores, members, cars, 3 years of visits) and show around it."""
+    from pathlib import Path
+
+    from memberbot import demo as demo_chain
+
+    options = demo_chain.DemoOptions(
+        database_url=database_url,
+        members=members,
+        seed=seed,
+        fresh=fresh,
+        export=Path(export) if export else None,
+    )
+    try:
+        summary = demo_chain.run(options, console)
+    except ConfigError as exc:
+        err.print("[red]The demo shop configuration has problems:[/red]")
+        for file, key, reason in exc.problems:
+            err.print(f"  {file}: {key}: {reason}")
+        raise typer.Exit(2) from exc
+    except (DomainError, demo_chain.NotADemoDatabase) as exc:
+        err.print(str(exc), style="red", markup=False)
+        raise typer.Exit(1) from exc
+    demo_chain.render(console, summary)

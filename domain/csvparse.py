@@ -1,0 +1,640 @@
+"""Reading a shop's CSV exports: encodings, headers and the cells people actually write.
+
+Everything here is pure (no database): it turns a file into typed rows or `BadRow` reasons, one
+record at a time, so a file of any size is read in constant memory. `domain.csvimport` decides
+what the rows mean against the database.
+
+Personal data (phones, plates, birthdays) is never echoed back in a reason: reasons are printed
+and may end up in logs.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+import unicodedata
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
+from itertools import chain
+from operator import itemgetter
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from domain.errors import InvalidInput
+from domain.identity import normalize_phone, normalize_plate
+
+Kind = Literal["members", "vehicles", "visits"]
+KINDS: tuple[Kind, ...] = ("members", "vehicles", "visits")
+
+SNIFF_BYTES = 64 * 1024
+_BLOCK = 1024 * 1024
+
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "members": ("member_ref", "name", "phone"),
+    "vehicles": ("member_ref", "plate"),
+    "visits": ("member_ref", "visited_on", "amount"),
+}
+OPTIONAL: dict[str, tuple[str, ...]] = {
+    "members": ("birthday", "store", "tags", "locale", "opening_points", "marketing_consent"),
+    "vehicles": (
+        "vin",
+        "make",
+        "model",
+        "purchase_date",
+        "mileage_km",
+        "insurance_expiry",
+        "inspection_due",
+    ),
+    "visits": ("visit_ref", "store", "plate", "services", "mileage_km", "satisfaction"),
+}
+
+COLUMNS: dict[str, tuple[str, ...]] = {kind: REQUIRED[kind] + OPTIONAL[kind] for kind in KINDS}
+
+# Headers Chinese dealer and POS systems write, mapped to ours. Checked after lower-casing.
+ALIASES: dict[str, str] = {
+    **dict.fromkeys(("会员编号", "会员号", "会员卡号", "卡号", "客户编号"), "member_ref"),
+    **dict.fromkeys(("姓名", "会员姓名", "客户姓名", "名字"), "name"),
+    **dict.fromkeys(("手机", "手机号", "手机号码", "电话", "联系电话", "mobile"), "phone"),
+    **dict.fromkeys(("生日", "出生日期"), "birthday"),
+    **dict.fromkeys(("门店", "门店编号", "门店代码", "store_code"), "store"),
+    **dict.fromkeys(("标签",), "tags"),
+    **dict.fromkeys(("语言",), "locale"),
+    **dict.fromkeys(("期初积分", "初始积分"), "opening_points"),
+    **dict.fromkeys(("营销同意", "同意营销"), "marketing_consent"),
+    **dict.fromkeys(("车牌", "车牌号", "车牌号码", "plate_number"), "plate"),
+    **dict.fromkeys(("车架号", "vin码"), "vin"),
+    **dict.fromkeys(("品牌",), "make"),
+    **dict.fromkeys(("车型",), "model"),
+    **dict.fromkeys(("购车日期",), "purchase_date"),
+    **dict.fromkeys(("里程", "公里数", "行驶里程", "mileage"), "mileage_km"),
+    **dict.fromkeys(("保险到期", "保险到期日"), "insurance_expiry"),
+    **dict.fromkeys(("年检到期", "年审日期"), "inspection_due"),
+    **dict.fromkeys(("单号", "工单号", "订单号"), "visit_ref"),
+    **dict.fromkeys(("消费日期", "到店日期", "日期", "date"), "visited_on"),
+    **dict.fromkeys(("金额", "消费金额", "实收金额"), "amount"),
+    **dict.fromkeys(("服务项目", "项目"), "services"),
+    **dict.fromkeys(("满意度",), "satisfaction"),
+}
+
+MAX_LENGTH = {
+    "member_ref": 64,
+    "name": 120,
+    "visit_ref": 64,
+    "make": 60,
+    "model": 60,
+    "tag": 40,
+    "store": 32,
+}
+
+DATE_FORMATS = "2024-03-05, 2024/3/5 or 2024年3月5日"
+_DATE = re.compile(
+    r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
+    r"(?:[ T]+\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
+)
+_CURRENCY = re.compile(r"^(?:¥|rmb|cny)\s*|\s*(?:元|rmb|cny)$", re.IGNORECASE)
+_PLAIN_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
+_GROUPED_NUMBER = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_KM_SUFFIX = re.compile(r"\s*(?:km|公里)$", re.IGNORECASE)
+_LIST_SEPARATORS = re.compile(r"[;|,、]")
+_HEADER_UNIT = re.compile(r"\s*\([^)]*\)$")  # 金额(元), mileage (km): NFKC made the brackets ASCII
+_VIN = re.compile(r"^[A-Z0-9]{1,17}$")
+_TRUE = frozenset(("1", "y", "yes", "true", "是", "同意"))
+_FALSE = frozenset(("0", "n", "no", "false", "否", "不同意"))
+
+T = TypeVar("T")
+
+
+class BadRow(Exception):
+    """A row that cannot be imported; the message is the reason shown with its line number."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    reason: str
+
+
+class HeaderError(Exception):
+    """The header line is unusable; nothing of the file can be read."""
+
+
+# ---------------------------------------------------------------- cells
+
+
+def _nfkc(text: str) -> str:
+    """Full-width digits, letters and punctuation (what Chinese input methods type) folded."""
+    return unicodedata.normalize("NFKC", text).strip()
+
+
+@lru_cache(maxsize=8192)
+def parse_date(text: str) -> date:
+    """A calendar day in any of the forms Excel and Chinese POS systems write."""
+    match = _DATE.match(_nfkc(text))
+    if not match:
+        raise ValueError(f"is not a date (use {DATE_FORMATS})")
+    try:
+        return date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        raise ValueError("is not a calendar day") from None
+
+
+def _plain_number(text: str, what: str) -> str:
+    """Digits with an optional decimal part; thousands separators only where they group by 3."""
+    cleaned = text.replace(" ", "")
+    if cleaned.startswith("-") or (cleaned.startswith("(") and cleaned.endswith(")")):
+        raise ValueError("is negative")
+    if _GROUPED_NUMBER.match(cleaned):
+        return cleaned.replace(",", "")
+    if _PLAIN_NUMBER.match(cleaned):
+        return cleaned
+    raise ValueError(f"is not {what}")
+
+
+@lru_cache(maxsize=8192)
+def parse_amount(text: str) -> int:
+    """Cents of a payment written as 1234.5, ¥1,234.50, ￥88, RMB 100, CNY100 or 100元."""
+    cleaned = _CURRENCY.sub("", _nfkc(text))
+    number = _plain_number(cleaned, "an amount of money")
+    whole, _, fraction = number.partition(".")
+    if len(fraction) > 2:
+        raise ValueError("has more than 2 decimals")
+    return int(whole) * 100 + int(fraction.ljust(2, "0"))
+
+
+def parse_count(text: str, what: str = "a whole number") -> int:
+    """A non-negative integer such as 12,345; a trailing .0 from a spreadsheet is accepted."""
+    number = _plain_number(_nfkc(text), what)
+    whole, _, fraction = number.partition(".")
+    if fraction.strip("0"):
+        raise ValueError(f"is not {what}")
+    return int(whole)
+
+
+def parse_km(text: str) -> int:
+    return parse_count(_KM_SUFFIX.sub("", _nfkc(text)), "a distance in km")
+
+
+def parse_bool(text: str) -> bool:
+    value = _nfkc(text).lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("is not yes or no (use yes/no, 1/0, true/false or 是/否)")
+
+
+def parse_locale(text: str) -> str:
+    """zh_CN or en, from the many ways a language gets written (zh-CN, zh, zh_Hans, en-US…)."""
+    value = _nfkc(text).lower().replace("-", "_")
+    if value in ("zh", "cn", "中文", "简体中文") or value.startswith("zh_"):
+        return "zh_CN"
+    if value in ("en", "english", "英文", "英语") or value.startswith("en_"):
+        return "en"
+    raise ValueError("is not a supported language (use zh_CN or en)")
+
+
+def split_list(text: str) -> list[str]:
+    """Items of a cell separated by ; | , 、 (full-width forms too), trimmed, first seen kept."""
+    seen: dict[str, None] = {}
+    for item in _LIST_SEPARATORS.split(_nfkc(text)):
+        item = item.strip()
+        if item:
+            seen.setdefault(item, None)
+    return list(seen)
+
+
+def parse_tags(text: str) -> tuple[str, ...]:
+    tags = split_list(text)
+    for tag in tags:
+        if len(tag) > MAX_LENGTH["tag"]:
+            raise ValueError(f"a tag is longer than {MAX_LENGTH['tag']} characters")
+    return tuple(tags)
+
+
+def parse_vin(text: str) -> str:
+    value = _nfkc(text).upper().replace(" ", "").replace("-", "")
+    if not _VIN.match(value):
+        raise ValueError("is not a VIN (up to 17 letters and digits)")
+    return value
+
+
+def parse_text(limit: int) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        if len(value) > limit:
+            raise ValueError(f"is longer than {limit} characters")
+        return value
+
+    return parse
+
+
+def parse_phone(text: str, region: str = "CN") -> str:
+    try:
+        return normalize_phone(text, region)
+    except InvalidInput as exc:
+        raise ValueError(str(exc).removeprefix("phone ")) from None
+
+
+def parse_plate(text: str) -> str:
+    try:
+        return normalize_plate(text)
+    except InvalidInput:
+        raise ValueError("is not a licence plate") from None
+
+
+# ---------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    line: int
+    member_ref: str
+    name: str
+    phone: str
+    birthday: date | None
+    store: str | None
+    tags: tuple[str, ...]
+    locale: str | None
+    opening_points: int | None
+    marketing_consent: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleRow:
+    line: int
+    member_ref: str
+    plate: str
+    vin: str | None
+    make: str | None
+    model: str | None
+    purchase_date: date | None
+    mileage_km: int | None
+    insurance_expiry: date | None
+    inspection_due: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class VisitRow:
+    line: int
+    member_ref: str
+    visited_on: date
+    amount_cents: int
+    visit_ref: str | None
+    store: str | None
+    plate: str | None
+    services: tuple[str, ...]
+    mileage_km: int | None
+    satisfaction: int | None
+
+
+Row = MemberRow | VehicleRow | VisitRow
+
+# Columns whose values are personal data: a reason names the column, never the value.
+_PRIVATE = frozenset(("phone", "plate", "birthday", "name", "vin"))
+
+
+class _Fields:
+    """Parses one record's cells, gathering every problem before giving up on the record."""
+
+    __slots__ = ("problems",)
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def required(self, column: str, text: str, parse: Callable[[str], T]) -> T | None:
+        text = text.strip()
+        if not text:
+            self.problems.append(f"{column} is empty")
+            return None
+        return self._parse(column, text, parse)
+
+    def optional(self, column: str, text: str, parse: Callable[[str], T]) -> T | None:
+        text = text.strip()
+        return self._parse(column, text, parse) if text else None
+
+    def _parse(self, column: str, text: str, parse: Callable[[str], T]) -> T | None:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            shown = column if column in _PRIVATE else f"{column} {text!r}"
+            self.problems.append(f"{shown} {exc}")
+            return None
+
+    def check(self) -> None:
+        if self.problems:
+            raise BadRow("; ".join(self.problems))
+
+
+def _satisfaction(text: str) -> int:
+    value = parse_count(text, "a score from 0 to 10")
+    if value > 10:
+        raise ValueError("is not a score from 0 to 10")
+    return value
+
+
+def _points(text: str) -> int:
+    return parse_count(text, "a number of points")
+
+
+def _services(text: str) -> tuple[str, ...]:
+    return tuple(split_list(text))
+
+
+_REF = parse_text(MAX_LENGTH["member_ref"])
+_NAME = parse_text(MAX_LENGTH["name"])
+_VISIT_REF = parse_text(MAX_LENGTH["visit_ref"])
+_STORE = parse_text(MAX_LENGTH["store"])
+_MAKE = parse_text(MAX_LENGTH["make"])
+_MODEL = parse_text(MAX_LENGTH["model"])
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What validating a row needs besides the row: the phone region and the business day."""
+
+    today: date
+    region: str = "CN"
+
+    def past_date(self, text: str) -> date:
+        """A date that is not after today (visits, birthdays, purchases)."""
+        day = parse_date(text)
+        if day > self.today:
+            raise ValueError(f"is in the future (today is {self.today.isoformat()})")
+        return day
+
+    def phone(self, text: str) -> str:
+        return parse_phone(text, self.region)
+
+
+# Each parser takes the cells of COLUMNS[kind], in that order ("" for an absent column).
+
+
+def member_row(cells: Sequence[str], line: int, ctx: RowContext) -> MemberRow:
+    ref, name, phone, birthday, store, tags, locale, opening, consent = cells
+    f = _Fields()
+    row = MemberRow(
+        line,
+        f.required("member_ref", ref, _REF),  # type: ignore[arg-type]
+        f.optional("name", name, _NAME) or "",
+        f.required("phone", phone, ctx.phone),  # type: ignore[arg-type]
+        f.optional("birthday", birthday, ctx.past_date),
+        f.optional("store", store, _STORE),
+        f.optional("tags", tags, parse_tags) or (),
+        f.optional("locale", locale, parse_locale),
+        f.optional("opening_points", opening, _points),
+        f.optional("marketing_consent", consent, parse_bool),
+    )
+    f.check()
+    return row
+
+
+def vehicle_row(cells: Sequence[str], line: int, ctx: RowContext) -> VehicleRow:
+    ref, plate, vin, make, model, purchased, km, insurance, inspection = cells
+    f = _Fields()
+    row = VehicleRow(
+        line,
+        f.required("member_ref", ref, _REF),  # type: ignore[arg-type]
+        f.required("plate", plate, parse_plate),  # type: ignore[arg-type]
+        f.optional("vin", vin, parse_vin),
+        f.optional("make", make, _MAKE),
+        f.optional("model", model, _MODEL),
+        f.optional("purchase_date", purchased, ctx.past_date),
+        f.optional("mileage_km", km, parse_km),
+        f.optional("insurance_expiry", insurance, parse_date),
+        f.optional("inspection_due", inspection, parse_date),
+    )
+    f.check()
+    return row
+
+
+def visit_row(cells: Sequence[str], line: int, ctx: RowContext) -> VisitRow:
+    ref, day, amount, visit_ref, store, plate, services, km, satisfaction = cells
+    f = _Fields()
+    row = VisitRow(
+        line,
+        f.required("member_ref", ref, _REF),  # type: ignore[arg-type]
+        f.required("visited_on", day, ctx.past_date),  # type: ignore[arg-type]
+        f.required("amount", amount, parse_amount),  # type: ignore[arg-type]
+        f.optional("visit_ref", visit_ref, _VISIT_REF),
+        f.optional("store", store, _STORE),
+        f.optional("plate", plate, parse_plate),
+        f.optional("services", services, _services) or (),
+        f.optional("mileage_km", km, parse_km),
+        f.optional("satisfaction", satisfaction, _satisfaction),
+    )
+    f.check()
+    return row
+
+
+ROW_PARSERS: dict[str, Callable[[Sequence[str], int, RowContext], Row]] = {
+    "members": member_row,
+    "vehicles": vehicle_row,
+    "visits": visit_row,
+}
+
+
+# ---------------------------------------------------------------- files
+
+
+def sniff_encoding(path: Path) -> str:
+    """utf-8-sig, utf-16 (by BOM), utf-8, or gb18030 for what Excel in China writes.
+
+    Only a window of the file is decoded: the first 64 KB from the first non-ASCII byte. A file
+    is scanned in 1 MB blocks up to that byte, so a long all-ASCII beginning cannot hide a GBK
+    name further down, and memory stays constant.
+    """
+    with path.open("rb") as stream:
+        head = stream.read(4)
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        stream.seek(0)
+        while block := stream.read(_BLOCK):
+            if block.isascii():
+                continue
+            first = next(i for i, byte in enumerate(block) if byte >= 0x80)
+            window = block[first : first + SNIFF_BYTES]
+            if len(window) < SNIFF_BYTES:
+                window += stream.read(SNIFF_BYTES - len(window))
+            try:
+                codecs.getincrementaldecoder("utf-8")().decode(window, final=False)
+            except UnicodeDecodeError:
+                return "gb18030"
+            return "utf-8"
+    return "utf-8"
+
+
+def _normalize_header(name: str) -> str:
+    """Our column name for a header cell: 'Member Ref', '会员编号', '金额(元)' → member_ref…"""
+    cleaned = _nfkc(name.replace("\ufeff", "")).lower()
+    cleaned = _HEADER_UNIT.sub("", cleaned).strip()
+    cleaned = re.sub(r"[\s\-]+", "_", cleaned)
+    return ALIASES.get(cleaned, cleaned)
+
+
+@dataclass(frozen=True)
+class Header:
+    positions: dict[str, int]
+    ignored: list[str]
+    width: int
+
+
+def read_header(kind: str, cells: list[str]) -> Header:
+    """Column positions by our names; raises HeaderError naming what is missing or doubled."""
+    known = set(REQUIRED[kind]) | set(OPTIONAL[kind])
+    positions: dict[str, int] = {}
+    ignored: list[str] = []
+    doubled: list[str] = []
+    for index, raw in enumerate(cells):
+        name = _normalize_header(raw)
+        if not name:
+            continue
+        if name not in known:
+            ignored.append(raw.strip())
+        elif name in positions:
+            doubled.append(name)
+        else:
+            positions[name] = index
+    missing = [c for c in REQUIRED[kind] if c not in positions]
+    problems = []
+    if missing:
+        problems.append(
+            f"missing column(s) {', '.join(missing)}: a {kind} file needs "
+            f"{', '.join(REQUIRED[kind])} (optional: {', '.join(OPTIONAL[kind])})"
+        )
+    if doubled:
+        problems.append(f"column(s) given twice: {', '.join(sorted(set(doubled)))}")
+    if problems:
+        raise HeaderError("; ".join(problems))
+    return Header(positions=positions, ignored=ignored, width=len(cells))
+
+
+def _delimiter(first_line: str) -> str:
+    """Comma unless the header line clearly uses tabs (Excel's "Unicode text") or semicolons."""
+    if "," in first_line:
+        return ","
+    if "\t" in first_line:
+        return "\t"
+    if ";" in first_line:
+        return ";"
+    return ","
+
+
+class CsvTable:
+    """An open CSV file: its header, then its records with the line each one starts on."""
+
+    def __init__(self, kind: str, binary: io.BufferedReader, encoding: str) -> None:
+        self.kind = kind
+        self.encoding = encoding
+        self._binary = binary
+        # Held here: a TextIOWrapper that is collected closes the file under it.
+        self._text = text = io.TextIOWrapper(binary, encoding=encoding, newline="")
+        try:
+            first = text.readline()
+            self._reader = csv.reader(chain([first], text), delimiter=_delimiter(first))
+            header_cells = next(self._reader, None)
+        except UnicodeDecodeError as exc:
+            raise HeaderError(f"the start of the file is not valid {encoding} text") from exc
+        if not header_cells or not any(c.strip() for c in header_cells):
+            raise HeaderError("the file is empty: the first line must name the columns")
+        self.header = read_header(kind, header_cells)
+
+    @property
+    def bytes_read(self) -> int:
+        """How far into the file reading has come; the text layer reads ahead a little."""
+        return self._binary.tell()
+
+    def records(self, ctx: RowContext) -> Iterator[Row | RowError]:
+        """Each non-blank record as a typed row, or the reason it is bad, in file order."""
+        parse = ROW_PARSERS[self.kind]
+        width = self.header.width
+        padding = [""] * (width + 1)
+        # Absent columns read the always-empty cell at index `width`.
+        pick = itemgetter(*(self.header.positions.get(c, width) for c in COLUMNS[self.kind]))
+        reader = self._reader
+        line = reader.line_num
+        while True:
+            start = line + 1
+            try:
+                cells = next(reader, None)
+            except UnicodeDecodeError:
+                yield RowError(start, f"the file is not valid {self.encoding} text from about here")
+                return
+            except csv.Error as exc:
+                yield RowError(start, f"the line cannot be read as CSV ({exc})")
+                return
+            line = reader.line_num
+            if cells is None:
+                return
+            if not any(cells) or not any(c.strip() for c in cells):
+                continue
+            if len(cells) > width:
+                if any(c.strip() for c in cells[width:]):
+                    yield RowError(
+                        start,
+                        f"has {len(cells)} cells but the header names {width} columns "
+                        "(a value containing a comma must be quoted)",
+                    )
+                    continue
+                del cells[width:]
+            cells += padding[len(cells) :]
+            try:
+                yield parse(pick(cells), start, ctx)
+            except BadRow as exc:
+                yield RowError(start, str(exc))
+
+
+@dataclass
+class Chunk:
+    """Rows of the file whose keys are all different, with the bad rows read among them."""
+
+    rows: list[Row] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    records: int = 0
+    bytes_read: int = 0
+
+
+def chunks(
+    table: CsvTable,
+    ctx: RowContext,
+    keys: Callable[[Row], tuple[Iterable[Hashable], Iterable[Hashable]]],
+    size: int,
+) -> Iterator[Chunk]:
+    """The table's records (rows and bad rows) in chunks of at most `size` that never repeat a key.
+
+    `keys(row)` gives the keys the row must not share with the current chunk and the keys it
+    adds to it; a row that would repeat one closes the chunk first. Parsing stays on the
+    caller's thread on purpose: a reader thread would fight the database driver's thread for
+    the GIL on every row it binds, which costs far more than it overlaps.
+    """
+    chunk, seen = Chunk(), set[Hashable]()
+    for item in table.records(ctx):
+        check, register = ((), ()) if isinstance(item, RowError) else keys(item)
+        if chunk.records >= size or not seen.isdisjoint(check):
+            chunk.bytes_read = table.bytes_read
+            yield chunk
+            chunk, seen = Chunk(), set()
+        chunk.records += 1
+        if isinstance(item, RowError):
+            chunk.errors.append(item)
+        else:
+            chunk.rows.append(item)
+            seen.update(register)
+    chunk.bytes_read = table.bytes_read
+    yield chunk
+
+
+@contextmanager
+def open_table(path: Path, kind: str) -> Iterator[CsvTable]:
+    """The file opened in its own encoding with its header checked; HeaderError if unusable."""
+    if kind not in KINDS:
+        raise HeaderError(f"unknown kind of file {kind!r} (use {', '.join(KINDS)})")
+    encoding = sniff_encoding(path)
+    with path.open("rb") as binary:
+        yield CsvTable(kind, binary, encoding)
