@@ -109,7 +109,12 @@ def _debits():  # type: ignore[no-untyped-def]
     return func.coalesce(func.sum(case((PointsEntry.points < 0, -PointsEntry.points), else_=0)), 0)
 
 
-def _unspent_by(day: date | BindParameter[date]):  # type: ignore[no-untyped-def]
+def unspent_by(day: date | BindParameter[date]):  # type: ignore[no-untyped-def]
+    """SQL, per member: what of the lots expiring on or before `day` is still unspent.
+
+    Public because chain reports (domain.reports) group the whole ledger by member with the
+    same rule, and the rule must live in one place.
+    """
     gap = _lots_minus_debits(day)
     return case((gap > 0, gap), else_=literal(0))
 
@@ -144,8 +149,8 @@ def _summary_sql() -> Select[Any]:
     totals = (
         select(
             func.coalesce(func.sum(PointsEntry.points), 0).label("balance"),
-            _unspent_by(bindparam("horizon", type_=Date)).label("by_horizon"),
-            _unspent_by(bindparam("overdue_by", type_=Date)).label("already_due"),
+            unspent_by(bindparam("horizon", type_=Date)).label("by_horizon"),
+            unspent_by(bindparam("overdue_by", type_=Date)).label("already_due"),
             _debits().label("debits"),
         )
         .where(PointsEntry.member_id == member_id)

@@ -11,8 +11,9 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from domain import csvimport, members, points
+from domain import csvimport, members, points, profiles
 from domain.errors import ConfigError, DomainError
+from memberbot import demo as demo_chain
 from memberbot import importview, runtime, staffview
 
 T = TypeVar("T")
@@ -70,7 +71,7 @@ def member_show(
     async def work(rt: runtime.Runtime) -> None:
         async with rt.db.read() as session:
             member = await members.find(session, query, rt.settings.default_region)
-            view = await staffview.build(session, member, rt.today(), rt.config.loyalty)
+            view = await profiles.profile(session, member, rt.today(), rt.config.loyalty)
         staffview.render(console, view)
 
     run(work)
@@ -137,11 +138,15 @@ def import_(
 
 @app.command()
 def demo(
-    members: Annotated[int, typer.Option(min=1, help="How many members to generate.")] = 2000,
-    seed: Annotated[int, typer.Option(help="The same seed builds the same chain.")] = 20240601,
+    members: Annotated[
+        int, typer.Option(min=1, help="How many members to generate.")
+    ] = demo_chain.DEFAULT_MEMBERS,
+    seed: Annotated[
+        int, typer.Option(help="The same seed builds the same chain.")
+    ] = demo_chain.DEFAULT_SEED,
     database_url: Annotated[
         str, typer.Option(help="Where the demo goes; a shop's own database is refused.")
-    ] = "sqlite+aiosqlite:///memberbot-demo.db",
+    ] = demo_chain.DEFAULT_DATABASE_URL,
     fresh: Annotated[
         bool,
         typer.Option("--fresh/--keep", help="Rebuild the demo SQLite file, or import on top."),
@@ -152,8 +157,6 @@ def demo(
 ) -> None:
     """Build a demo chain (3 stores, members, cars, 3 years of visits) and show around it."""
     from pathlib import Path
-
-    from memberbot import demo as demo_chain
 
     options = demo_chain.DemoOptions(
         database_url=database_url,

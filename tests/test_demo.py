@@ -24,8 +24,10 @@ from db.session import Database
 from domain import csvimport, members, points
 from domain.identity import normalize_plate
 from domain.shop import ShopConfig, load_shop_config, sync_shop
-from memberbot import demo, runtime
+from memberbot import runtime
 from memberbot.cli import app
+from memberbot.demo import chain, generator
+from memberbot.demo.summary import summarize
 from memberbot.settings import Settings, get_settings
 
 TODAY = date(2026, 11, 24)
@@ -36,19 +38,19 @@ MOBILE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
 
 @pytest.fixture(scope="module")
 def demo_config() -> ShopConfig:
-    return load_shop_config(demo.DEMO_SHOP)
+    return load_shop_config(chain.DEMO_SHOP)
 
 
 @pytest.fixture(scope="module")
-def data(demo_config: ShopConfig) -> demo.DemoData:
-    return demo.generate(demo_config, members=SMALL, seed=7, today=TODAY)
+def data(demo_config: ShopConfig) -> generator.DemoData:
+    return generator.generate(demo_config, members=SMALL, seed=7, today=TODAY)
 
 
 def day(text: str) -> date:
     return date.fromisoformat(text)
 
 
-def visits_by_member(data: demo.DemoData) -> dict[str, list[dict[str, str]]]:
+def visits_by_member(data: generator.DemoData) -> dict[str, list[dict[str, str]]]:
     grouped: dict[str, list[dict[str, str]]] = defaultdict(list)
     for visit in data.visits:
         grouped[visit["member_ref"]].append(visit)
@@ -59,29 +61,29 @@ def visits_by_member(data: demo.DemoData) -> dict[str, list[dict[str, str]]]:
 
 
 def test_same_seed_gives_identical_files(demo_config: ShopConfig, tmp_path: Path) -> None:
-    first = demo.write_csv(
-        demo.generate(demo_config, members=80, seed=3, today=TODAY), tmp_path / "a"
+    first = generator.write_csv(
+        generator.generate(demo_config, members=80, seed=3, today=TODAY), tmp_path / "a"
     )
-    again = demo.write_csv(
-        demo.generate(demo_config, members=80, seed=3, today=TODAY), tmp_path / "b"
+    again = generator.write_csv(
+        generator.generate(demo_config, members=80, seed=3, today=TODAY), tmp_path / "b"
     )
-    other = demo.write_csv(
-        demo.generate(demo_config, members=80, seed=4, today=TODAY), tmp_path / "c"
+    other = generator.write_csv(
+        generator.generate(demo_config, members=80, seed=4, today=TODAY), tmp_path / "c"
     )
-    for kind in demo.KINDS:
+    for kind in generator.KINDS:
         assert first[kind].read_bytes() == again[kind].read_bytes(), kind
         assert first[kind].read_bytes() != other[kind].read_bytes(), kind
     assert first["visits"].read_text(encoding="utf-8").startswith("visit_ref,member_ref,")
 
 
 def test_a_member_does_not_depend_on_how_many_are_generated(
-    demo_config: ShopConfig, data: demo.DemoData
+    demo_config: ShopConfig, data: generator.DemoData
 ) -> None:
-    fewer = demo.generate(demo_config, members=50, seed=7, today=TODAY)
+    fewer = generator.generate(demo_config, members=50, seed=7, today=TODAY)
     assert fewer.members == data.members[:50]
 
 
-def test_identifiers_are_valid_and_unique(data: demo.DemoData) -> None:
+def test_identifiers_are_valid_and_unique(data: generator.DemoData) -> None:
     phones = set()
     for member in data.members:
         number = phonenumbers.parse(member["phone"], "CN")
@@ -96,7 +98,7 @@ def test_identifiers_are_valid_and_unique(data: demo.DemoData) -> None:
     assert data.showcase_ref in {m["member_ref"] for m in data.members}
 
 
-def test_three_years_of_history_up_to_today(data: demo.DemoData) -> None:
+def test_three_years_of_history_up_to_today(data: generator.DemoData) -> None:
     days = [day(v["visited_on"]) for v in data.visits]
     assert max(days) <= TODAY
     assert min(days) >= TODAY - timedelta(days=3 * 366)
@@ -108,7 +110,7 @@ def test_three_years_of_history_up_to_today(data: demo.DemoData) -> None:
     assert all(day(v["purchase_date"]) <= TODAY for v in data.vehicles)
 
 
-def test_maintenance_regulars_come_every_five_or_six_months(data: demo.DemoData) -> None:
+def test_maintenance_regulars_come_every_five_or_six_months(data: generator.DemoData) -> None:
     gaps = []
     for ref, visits in visits_by_member(data).items():
         if data.personas[ref] != "regular":
@@ -124,7 +126,7 @@ def test_maintenance_regulars_come_every_five_or_six_months(data: demo.DemoData)
     assert 4 <= statistics.mean(gaps) / 30.44 <= 7
 
 
-def test_monthly_washers_wash_about_monthly(data: demo.DemoData) -> None:
+def test_monthly_washers_wash_about_monthly(data: generator.DemoData) -> None:
     gaps = []
     for ref, visits in visits_by_member(data).items():
         if data.personas[ref] == "washer":
@@ -133,7 +135,7 @@ def test_monthly_washers_wash_about_monthly(data: demo.DemoData) -> None:
     assert 20 <= statistics.mean(gaps) <= 45
 
 
-def test_lapsers_stopped_six_to_eighteen_months_ago(data: demo.DemoData) -> None:
+def test_lapsers_stopped_six_to_eighteen_months_ago(data: generator.DemoData) -> None:
     grouped = visits_by_member(data)
     lapsers = [ref for ref, persona in data.personas.items() if persona == "lapser"]
     assert len(lapsers) >= 10
@@ -142,7 +144,7 @@ def test_lapsers_stopped_six_to_eighteen_months_ago(data: demo.DemoData) -> None
         assert 180 < (TODAY - last).days <= 18 * 31, ref
 
 
-def test_mileage_never_goes_backwards(data: demo.DemoData) -> None:
+def test_mileage_never_goes_backwards(data: generator.DemoData) -> None:
     readings: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for visit in data.visits:
         if visit["mileage_km"]:
@@ -167,20 +169,20 @@ async def demo_db(db: Database, demo_config: ShopConfig) -> Database:
 
 
 async def import_demo(
-    db: Database, config: ShopConfig, folder: Path, data: demo.DemoData
+    db: Database, config: ShopConfig, folder: Path, data: generator.DemoData
 ) -> list[csvimport.ImportResult]:
-    paths = demo.write_csv(data, folder)
+    paths = generator.write_csv(data, folder)
     return [
         await csvimport.import_file(db, kind, paths[kind], config.loyalty, today=TODAY)
-        for kind in demo.KINDS
+        for kind in generator.KINDS
     ]
 
 
 async def test_the_importer_takes_every_row(
-    demo_db: Database, demo_config: ShopConfig, data: demo.DemoData, tmp_path: Path
+    demo_db: Database, demo_config: ShopConfig, data: generator.DemoData, tmp_path: Path
 ) -> None:
     results = await import_demo(demo_db, demo_config, tmp_path, data)
-    for kind, result in zip(demo.KINDS, results, strict=True):
+    for kind, result in zip(generator.KINDS, results, strict=True):
         assert result.error_count == 0, (kind, result.errors[:3])
         assert result.written
         assert result.created == len(data.rows(kind))
@@ -190,7 +192,7 @@ async def test_the_importer_takes_every_row(
 
 
 async def test_summary_tells_what_the_files_hold(
-    demo_db: Database, demo_config: ShopConfig, data: demo.DemoData, tmp_path: Path
+    demo_db: Database, demo_config: ShopConfig, data: generator.DemoData, tmp_path: Path
 ) -> None:
     await import_demo(demo_db, demo_config, tmp_path, data)
     rt = runtime.Runtime(
@@ -198,7 +200,7 @@ async def test_summary_tells_what_the_files_hold(
         config=demo_config,
         db=demo_db,
     )
-    summary = await demo.summarize(rt, TODAY, data.showcase_ref)
+    summary = await summarize(rt, TODAY, data.showcase_ref)
 
     assert (summary.members, summary.vehicles, summary.visits) == (
         len(data.members),
@@ -267,7 +269,7 @@ def test_memberbot_demo_builds_and_shows_the_chain(
 
     # What the summary suggests works, and --keep shows the demo again with the change kept.
     monkeypatch.setenv("MEMBERBOT_DATABASE_URL", "sqlite+aiosqlite:///memberbot-demo.db")
-    monkeypatch.setenv("MEMBERBOT_SHOP_CONFIG", str(demo.DEMO_SHOP))
+    monkeypatch.setenv("MEMBERBOT_SHOP_CONFIG", str(chain.DEMO_SHOP))
     get_settings.cache_clear()
     adjusted = runner.invoke(app, ["points", "adjust", "DEMO-00001", "200", "-r", "goodwill"])
     assert adjusted.exit_code == 0, adjusted.output
@@ -314,7 +316,7 @@ async def test_demo_refuses_a_database_with_a_shop_of_its_own(
     db: Database, demo_config: ShopConfig
 ) -> None:
     url = db.engine.url.render_as_string(hide_password=False)
-    reason = await demo.foreign_data(url, {s.code for s in demo_config.stores})
+    reason = await chain.foreign_data(url, {s.code for s in demo_config.stores})
     assert reason is not None and "store" in reason
 
 
@@ -330,12 +332,12 @@ async def empty_postgres() -> AsyncIterator[str]:
 
 
 async def test_demo_builds_on_postgresql(empty_postgres: str) -> None:
-    options = demo.DemoOptions(database_url=empty_postgres, members=60, today=TODAY)
-    summary = await demo.build(options)
+    options = chain.DemoOptions(database_url=empty_postgres, members=60, today=TODAY)
+    summary = await chain.build(options)
     assert summary.members == 60
     assert [r.error_count for r in summary.imports] == [0, 0, 0]
-    rebuilt = await demo.build(options)
+    rebuilt = await chain.build(options)
     assert rebuilt.members == 60
     assert rebuilt.imports[2].created == summary.visits, "--fresh rebuilt the demo's rows"
-    kept = await demo.build(dataclasses.replace(options, fresh=False))
+    kept = await chain.build(dataclasses.replace(options, fresh=False))
     assert (kept.members, kept.visits, kept.imports) == (60, summary.visits, [])

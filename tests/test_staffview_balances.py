@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from rich.console import Console
 
 from db.session import Database
-from domain import coupons, members, points, punchcards, rewards, wallet
+from domain import coupons, members, points, profiles, punchcards, rewards, wallet
 from domain.shop import LoyaltyRules
 from memberbot import staffview
 
@@ -64,7 +64,7 @@ async def test_member_page_shows_wallet_cards_and_coupons(db: Database) -> None:
             source="campaign",
         )
     async with db.read() as session:
-        view = await staffview.build(session, member, DAY, RULES)
+        view = await profiles.profile(session, member, DAY, RULES)
     assert view.stored_value_cents == 118_950
     assert [(s.card.id, s.remaining, s.card.total_uses) for s, _ in view.punch_cards] == [
         (card.id, 9, 10)
