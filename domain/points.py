@@ -41,7 +41,7 @@ from db.models import Member, PointsEntry
 from db.session import upsert_insert
 from db.types import UTCDateTime, utcnow
 from domain import audit, ledger
-from domain.errors import InsufficientPoints, InvalidInput, NotFound
+from domain.errors import InsufficientPoints, InvalidInput
 from domain.shop import LoyaltyRules
 
 EARN, OPENING, REDEEM, EXPIRE, ADJUST = "earn", "opening", "redeem", "expire", "adjust"
@@ -186,15 +186,6 @@ def _first_unspent_expiry(member_id: Any, debits: Any):  # type: ignore[no-untyp
     return select(func.min(lots.c.expires_on)).where(lots.c.running > debits).scalar_subquery()
 
 
-async def _member_exists(session: AsyncSession, member_id: int) -> None:
-    if await session.get(Member, member_id) is None:
-        raise NotFound("no such member", member_id=member_id)
-
-
-async def _existing(session: AsyncSession, key: str | None) -> PointsEntry | None:
-    return await ledger.replay(session, PointsEntry, key)
-
-
 async def credit(
     session: AsyncSession,
     member_id: int,
@@ -207,29 +198,32 @@ async def credit(
     visit_id: int | None = None,
     reason: str | None = None,
     actor: str | None = None,
-) -> PointsEntry | None:
+) -> PointsEntry:
     """Add a lot of points that expires `rules.expiry_months` after `occurred_on`.
 
-    With a `key`, a repeated call returns the first entry and adds nothing.
+    With a `key`, a repeated call returns the first entry and adds nothing, even when two
+    retries race: the member is locked before the key is looked up.
     """
     if points <= 0:
         raise InvalidInput("points to credit must be positive", points=points)
-    if (previous := await _existing(session, key)) is not None:
-        return previous
-    entry = PointsEntry(
-        member_id=member_id,
-        kind=kind,
-        points=points,
-        occurred_on=occurred_on,
-        expires_on=lot_expiry(occurred_on, rules),
-        visit_id=visit_id,
+    written = await ledger.put(
+        session,
+        member_id,
+        model=PointsEntry,
         key=key,
-        reason=reason,
-        actor=actor,
+        entry=lambda: PointsEntry(
+            member_id=member_id,
+            kind=kind,
+            points=points,
+            occurred_on=occurred_on,
+            expires_on=lot_expiry(occurred_on, rules),
+            visit_id=visit_id,
+            key=key,
+            reason=reason,
+            actor=actor,
+        ),
     )
-    session.add(entry)
-    await session.flush()
-    return entry
+    return written.entry
 
 
 async def debit(
@@ -289,7 +283,6 @@ async def adjust(
         raise InvalidInput("an adjustment needs a reason")
     if delta == 0:
         raise InvalidInput("an adjustment of 0 points changes nothing")
-    await _member_exists(session, member_id)
     if delta > 0:
         entry = await credit(
             session,
@@ -302,7 +295,6 @@ async def adjust(
             reason=reason,
             actor=actor,
         )
-        assert entry is not None
     else:
         entry = await debit(
             session, member_id, -delta, today, kind=ADJUST, key=key, reason=reason, actor=actor

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -11,7 +13,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from domain import csvimport, members, points, profiles
+from domain import csvimport, members, points, profiles, tiers
 from domain.errors import ConfigError, DomainError
 from memberbot import demo as demo_chain
 from memberbot import importview, runtime, staffview
@@ -22,7 +24,9 @@ app = typer.Typer(help="memberbot: member engagement for car service chains.", n
 member_app = typer.Typer(help="Look up members.", no_args_is_help=True)
 points_app = typer.Typer(help="Points ledger operations.", no_args_is_help=True)
 app.add_typer(member_app, name="member")
+tiers_app = typer.Typer(help="Membership tiers.", no_args_is_help=True)
 app.add_typer(points_app, name="points")
+app.add_typer(tiers_app, name="tiers")
 console = Console()
 err = Console(stderr=True)
 
@@ -37,15 +41,23 @@ def run(work: Callable[[runtime.Runtime], Awaitable[T]]) -> T:
         finally:
             await rt.db.dispose()
 
-    try:
+    with clear_errors():
         return asyncio.run(_main())
+
+
+@contextmanager
+def clear_errors(*refusals: type[Exception]) -> Iterator[None]:
+    """A configuration problem exits 2 with every (file, key, reason); a refused request exits
+    1 with its message. Never a stack trace for what the user can fix."""
+    try:
+        yield
     except ConfigError as exc:
-        err.print("[red]The shop configuration has problems:[/red]")
+        err.print("The shop configuration has problems:", style="red")
         for file, key, reason in exc.problems:
-            err.print(f"  {file}: {key}: {reason}")
+            err.print(f"  {file}: {key}: {reason}", markup=False)
         raise typer.Exit(2) from exc
-    except DomainError as exc:
-        err.print(f"[red]{exc}[/red]")
+    except (DomainError, *refusals) as exc:
+        err.print(str(exc), style="red", markup=False)
         raise typer.Exit(1) from exc
 
 
@@ -77,7 +89,8 @@ def member_show(
     run(work)
 
 
-@points_app.command("adjust")
+# Lets "-200" through as the delta instead of reading it as an unknown option.
+@points_app.command("adjust", context_settings={"ignore_unknown_options": True})
 def points_adjust(
     query: Annotated[str, typer.Argument(help="Phone, plate or member number.")],
     delta: Annotated[int, typer.Argument(help="Points to add (positive) or take (negative).")],
@@ -95,6 +108,47 @@ def points_adjust(
             )
             new_balance = await points.balance(session, member.id)
         console.print(f"{member.member_ref}: {delta:+d} points, balance now {new_balance}.")
+
+    run(work)
+
+
+AsOf = Annotated[
+    str | None, typer.Option("--date", help="Business day, YYYY-MM-DD; default today.")
+]
+
+
+def _as_of(rt: runtime.Runtime, text: str | None) -> date:
+    if text is None:
+        return rt.today()
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        message = f"{text!r} is not a date like 2026-03-05"
+        raise typer.BadParameter(message, param_hint="--date") from exc
+
+
+@points_app.command("expire")
+def points_expire(as_of: AsOf = None) -> None:
+    """Expire points whose lots lapsed before the day (the nightly job, run by hand)."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        day = _as_of(rt, as_of)
+        async with rt.db.transaction() as session:
+            expired = await points.expire(session, day)
+        console.print(f"{expired:,} points expired as of {day}.")
+
+    run(work)
+
+
+@tiers_app.command("review")
+def tiers_review(as_of: AsOf = None) -> None:
+    """Move every member to the tier their last 12 months of spend earns, up or down."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        day = _as_of(rt, as_of)
+        async with rt.db.transaction() as session:
+            moved = await tiers.review(session, day)
+        console.print(f"{moved:,} member(s) changed tier at the review of {day}.")
 
     run(work)
 
@@ -156,8 +210,6 @@ def demo(
     ] = None,
 ) -> None:
     """Build a demo chain (3 stores, members, cars, 3 years of visits) and show around it."""
-    from pathlib import Path
-
     options = demo_chain.DemoOptions(
         database_url=database_url,
         members=members,
@@ -165,14 +217,6 @@ def demo(
         fresh=fresh,
         export=Path(export) if export else None,
     )
-    try:
+    with clear_errors(demo_chain.NotADemoDatabase):
         summary = demo_chain.run(options, console)
-    except ConfigError as exc:
-        err.print("[red]The demo shop configuration has problems:[/red]")
-        for file, key, reason in exc.problems:
-            err.print(f"  {file}: {key}: {reason}")
-        raise typer.Exit(2) from exc
-    except (DomainError, demo_chain.NotADemoDatabase) as exc:
-        err.print(str(exc), style="red", markup=False)
-        raise typer.Exit(1) from exc
     demo_chain.render(console, summary)

@@ -56,9 +56,8 @@ def render(console: Console, profile: MemberProfile) -> None:
     )
     p = profile.points
     expiry = f", next expiry {p.next_expiry}" if p.next_expiry else ""
-    console.print(
-        f"Points [bold]{p.balance}[/bold] · {p.expiring_soon} expiring by {p.expiring_by}{expiry}"
-    )
+    soon = f"{p.expiring_soon:,} expiring by {p.expiring_by}"
+    console.print(f"Points [bold]{p.balance:,}[/bold] · {soon}{expiry}")
     console.print(f"Stored value [bold]{yuan(profile.stored_value_cents)}[/bold]")
     if profile.punch_cards:
         cards = Table("Service", "Left", "Expires", title="Punch cards")

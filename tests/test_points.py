@@ -204,3 +204,17 @@ async def test_ledger_matches_fifo_model(db: Database, ops: list[tuple[str, int,
             balance = await points.balance(session, member_id)
         assert balance == ledger_sum == model.balance()
         assert balance >= 0
+
+
+async def test_racing_retries_of_one_credit_write_it_once(db: Database) -> None:
+    member_id = await new_member(db)
+
+    async def credit_once() -> int:
+        async with db.transaction() as session:
+            entry = await points.credit(session, member_id, 80, DAY, RULES, key="visit:77")
+            return entry.id
+
+    ids = await asyncio.gather(*(credit_once() for _ in range(8)))
+    assert len(set(ids)) == 1
+    async with db.read() as session:
+        assert await points.balance(session, member_id) == 80

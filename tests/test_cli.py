@@ -1,0 +1,104 @@
+"""The staff CLI end to end on a SQLite file: init, a member's page, adjustments, the nightly
+expiry and the tier review, and clear exits for what the user can fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from memberbot.cli import app
+from memberbot.settings import get_settings
+
+MEMBERS = "member_ref,name,phone,birthday,tags\nC-1,周先生,13812345678,1985-06-01,车队\n"
+VISITS = (
+    "member_ref,visited_on,amount,services\n"
+    "C-1,2024-01-15,¥9000.00,major_service\n"
+    "C-1,2026-10-01,300,wash\n"
+)
+
+
+@pytest.fixture
+def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEMBERBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'shop.db'}")
+    monkeypatch.delenv("MEMBERBOT_SHOP_CONFIG", raising=False)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    (tmp_path / "members.csv").write_text(MEMBERS, encoding="utf-8")
+    (tmp_path / "visits.csv").write_text(VISITS, encoding="utf-8")
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    assert runner.invoke(app, ["import", "members", "members.csv"]).exit_code == 0
+    assert runner.invoke(app, ["import", "visits", "visits.csv"]).exit_code == 0
+    yield runner
+    get_settings.cache_clear()
+
+
+def test_member_show_masks_the_phone(shop: CliRunner) -> None:
+    result = shop.invoke(app, ["member", "show", "138 1234 5678"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "C-1" in result.output and "周先生" in result.output
+    assert "+86138****5678" in result.output
+    assert "13812345678" not in result.output
+    assert "1985" not in result.output  # the birthday is only said to be on file
+
+
+def test_adjust_needs_a_reason_and_never_overdraws(shop: CliRunner) -> None:
+    # The 2024 visit's 9,000 points lapsed at import; the October visit left 300.
+    ok = shop.invoke(app, ["points", "adjust", "C-1", "50", "--reason", "goodwill"])
+    assert ok.exit_code == 0, ok.output
+    assert "balance now 350" in ok.output
+    refused = shop.invoke(app, ["points", "adjust", "C-1", "-351", "--reason", "typo"])
+    assert refused.exit_code == 1
+    assert "not enough points" in refused.output
+    missing = shop.invoke(app, ["points", "adjust", "C-1", "5"])
+    assert missing.exit_code != 0
+
+
+def test_expire_and_review_are_idempotent_for_a_day(shop: CliRunner) -> None:
+    first = shop.invoke(app, ["points", "expire", "--date", "2028-10-02"])
+    assert first.exit_code == 0, first.output
+    assert "300 points expired as of 2028-10-02" in first.output
+    again = shop.invoke(app, ["points", "expire", "--date", "2028-10-02"])
+    assert "0 points expired" in again.output
+    review = shop.invoke(app, ["tiers", "review", "--date", "2028-10-02"])
+    assert review.exit_code == 0, review.output
+    assert "0 member(s) changed tier" in review.output  # still standard: 300 yuan in 12 months
+
+
+def test_a_review_lowers_a_tier_the_spend_no_longer_earns(shop: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "big.csv").write_text(
+        "member_ref,visited_on,amount\nC-1,2026-11-01,8500\n", encoding="utf-8"
+    )
+    assert shop.invoke(app, ["import", "visits", "big.csv"]).exit_code == 0
+    shown = shop.invoke(app, ["member", "show", "C-1"], env={"COLUMNS": "160"})
+    assert "Gold" in shown.output
+    review = shop.invoke(app, ["tiers", "review", "--date", "2028-01-01"])
+    assert "1 member(s) changed tier" in review.output
+    shown = shop.invoke(app, ["member", "show", "C-1"], env={"COLUMNS": "160"})
+    assert "Tier Standard" in shown.output
+
+
+def test_bad_date_and_unknown_member_exit_clearly(shop: CliRunner) -> None:
+    bad = shop.invoke(app, ["points", "expire", "--date", "next tuesday"])
+    assert bad.exit_code == 2
+    assert "not a date" in bad.output
+    unknown = shop.invoke(app, ["member", "show", "13900000000"])
+    assert unknown.exit_code == 1
+    assert "no member matches" in unknown.output
+
+
+def test_a_broken_shop_config_names_file_key_and_reason(
+    shop: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shop.yaml").write_text(
+        "stores:\n  - code: a\n    name: A\n    timezone: Nowhere/City\n"
+        "tiers:\n  - code: standard\n    name: {zh_CN: 普通, en: Standard}\n    threshold: 0\n",
+        encoding="utf-8",
+    )
+    result = shop.invoke(app, ["init"])
+    assert result.exit_code == 2
+    assert "shop.yaml: stores.0.timezone: " in result.output
+    assert "unknown time zone" in result.output
