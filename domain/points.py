@@ -45,6 +45,7 @@ from domain.errors import InsufficientPoints, InvalidInput
 from domain.shop import LoyaltyRules
 
 EARN, OPENING, REDEEM, EXPIRE, ADJUST = "earn", "opening", "redeem", "expire", "adjust"
+OFFSET = "offset"
 
 
 @dataclass(frozen=True)
@@ -265,6 +266,51 @@ async def debit(
         ),
     )
     return written.entry
+
+
+def offset_value_cents(points: int, rules: LoyaltyRules) -> int:
+    """What `points` take off a bill, rounded down to the cent."""
+    if rules.offset_points_per_yuan <= 0:
+        return 0
+    return points * 100 // rules.offset_points_per_yuan
+
+
+async def offset(
+    session: AsyncSession,
+    member_id: int,
+    points: int,
+    bill_cents: int,
+    today: date,
+    rules: LoyaltyRules,
+    *,
+    actor: str,
+    key: str | None = None,
+) -> int:
+    """Pay part of a bill with points at the counter; returns the cents taken off.
+
+    Refused when the shop has offsets switched off, when the points would be worth more than
+    the bill (the member would lose the difference), or when the balance is short.
+    """
+    if rules.offset_points_per_yuan <= 0:
+        raise InvalidInput("this shop does not take points as payment")
+    if points <= 0 or bill_cents < 0:
+        raise InvalidInput("points and bill must be positive", points=points, bill=bill_cents)
+    value = offset_value_cents(points, rules)
+    if value == 0:
+        raise InvalidInput("too few points to take anything off", points=points)
+    if value > bill_cents:
+        raise InvalidInput("points worth more than the bill", value=value, bill=bill_cents)
+    await debit(
+        session,
+        member_id,
+        points,
+        today,
+        kind=OFFSET,
+        key=key,
+        reason=f"paid {value} cents of a {bill_cents}-cent bill",
+        actor=actor,
+    )
+    return value
 
 
 async def adjust(

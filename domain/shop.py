@@ -127,6 +127,7 @@ class PointsConfig(_Strict):
     earn_per_yuan: Decimal = Field(default=Decimal(1), ge=0, le=1000)
     expiry_months: int = Field(default=24, gt=0, le=240)
     expiring_notice_days: int = Field(default=30, gt=0, le=365)
+    offset_points_per_yuan: int = Field(default=100, ge=0, le=100_000)
 
 
 class CouponConfig(_Strict):
@@ -187,6 +188,7 @@ class ShopConfig(_Strict):
             earn_per_yuan=self.points.earn_per_yuan,
             expiry_months=self.points.expiry_months,
             expiring_notice_days=self.points.expiring_notice_days,
+            offset_points_per_yuan=self.points.offset_points_per_yuan,
         )
 
 
@@ -197,6 +199,7 @@ class LoyaltyRules:
     earn_per_yuan: Decimal = Decimal(1)
     expiry_months: int = 24
     expiring_notice_days: int = 30
+    offset_points_per_yuan: int = 100
 
 
 def load_shop_config(path: Path | None) -> ShopConfig:

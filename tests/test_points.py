@@ -218,3 +218,24 @@ async def test_racing_retries_of_one_credit_write_it_once(db: Database) -> None:
     assert len(set(ids)) == 1
     async with db.read() as session:
         assert await points.balance(session, member_id) == 80
+
+
+async def test_points_pay_part_of_a_bill(db: Database) -> None:
+    member_id = await new_member(db)
+    async with db.transaction() as session:
+        await points.credit(session, member_id, 1_000, DAY, RULES)
+        assert await points.offset(session, member_id, 550, 20_000, DAY, RULES, actor="s:1") == 550
+    for spend, bill, error in [(500, 300, InvalidInput), (460, 90_000, InsufficientPoints)]:
+        with pytest.raises(error):
+            async with db.transaction() as session:
+                await points.offset(session, member_id, spend, bill, DAY, RULES, actor="s:1")
+    off = LoyaltyRules(offset_points_per_yuan=0)
+    with pytest.raises(InvalidInput):
+        async with db.transaction() as session:
+            await points.offset(session, member_id, 100, 20_000, DAY, off, actor="s:1")
+    async with db.read() as session:
+        assert await points.balance(session, member_id) == 450
+        kinds = await session.scalars(
+            select(PointsEntry.kind).where(PointsEntry.points < 0).order_by(PointsEntry.id)
+        )
+    assert kinds.all() == ["offset"]
