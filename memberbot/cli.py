@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -12,8 +13,10 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from domain import csvimport, members, points, profiles, tiers
+from db.models import Staff
+from domain import csvimport, members, points, privacy, profiles, staff, tiers
 from domain.errors import ConfigError, DomainError
 from memberbot import demo as demo_chain
 from memberbot import importview, runtime, staffview
@@ -25,6 +28,8 @@ member_app = typer.Typer(help="Look up members.", no_args_is_help=True)
 points_app = typer.Typer(help="Points ledger operations.", no_args_is_help=True)
 app.add_typer(member_app, name="member")
 tiers_app = typer.Typer(help="Membership tiers.", no_args_is_help=True)
+staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
+app.add_typer(staff_app, name="staff")
 app.add_typer(points_app, name="points")
 app.add_typer(tiers_app, name="tiers")
 console = Console()
@@ -87,6 +92,128 @@ def member_show(
         staffview.render(console, view)
 
     run(work)
+
+
+Query = Annotated[str, typer.Argument(help="Phone, plate or member number.")]
+
+
+@member_app.command("consent")
+def member_consent(
+    query: Query,
+    answer: Annotated[bool, typer.Argument(help="yes or no to marketing messages.")],
+    source: Annotated[str, typer.Option(help="Where it was given.")] = "counter",
+    actor: Annotated[str, typer.Option(help="Who records it.")] = "cli",
+) -> None:
+    """Record a member's yes or no to marketing; service reminders are not affected."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        async with rt.db.transaction() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            await privacy.set_consent(session, member.id, answer, source=source, actor=actor)
+        console.print(f"{member.member_ref}: marketing consent {'yes' if answer else 'no'}.")
+
+    run(work)
+
+
+@member_app.command("export")
+def member_export(
+    query: Query,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON file to write.")],
+    actor: Annotated[str, typer.Option(help="Who takes the copy (audited).")] = "cli",
+) -> None:
+    """Everything held about a member, as JSON, for their data access request."""
+
+    async def work(rt: runtime.Runtime) -> str:
+        async with rt.db.transaction() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            data = await privacy.export(session, member.id, actor=actor)
+        output.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+        return member.member_ref
+
+    ref = run(work)
+    console.print(f"{ref}: personal data written to {output}.")
+
+
+@member_app.command("erase")
+def member_erase(
+    query: Query,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why; kept in the audit log.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm; erasure cannot be undone.")] = False,
+    actor: Annotated[str, typer.Option(help="Who erases (audited).")] = "cli",
+) -> None:
+    """Erase a member's personal data; visits and balances stay, anonymous, for the books."""
+    if not yes:
+        err.print("Erasure cannot be undone: add --yes to confirm.", style="red")
+        raise typer.Exit(1)
+
+    async def work(rt: runtime.Runtime) -> str:
+        async with rt.db.transaction() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            await privacy.erase(session, member.id, actor=actor, reason=reason)
+        return member.member_ref
+
+    console.print(f"{run(work)}: personal data erased.")
+
+
+@staff_app.command("add")
+def staff_add(
+    name: Annotated[str, typer.Argument(help="The person's name.")],
+    role: Annotated[str, typer.Option(help="staff or manager.")] = staff.STAFF,
+    store: Annotated[str | None, typer.Option(help="Store code; none = chain-wide.")] = None,
+    telegram_id: Annotated[int | None, typer.Option(help="Their Telegram user id.")] = None,
+    actor: Annotated[str, typer.Option(help="Who adds them (audited).")] = "cli",
+) -> None:
+    """Create a staff or manager account."""
+
+    async def work(rt: runtime.Runtime) -> int:
+        async with rt.db.transaction() as session:
+            person = await staff.add(
+                session,
+                name=name,
+                role=role,
+                store_code=store,
+                telegram_user_id=telegram_id,
+                actor=actor,
+            )
+        return int(person.id or 0)
+
+    console.print(f"Staff account {run(work)} created: {name}, {role}, {store or 'chain-wide'}.")
+
+
+@staff_app.command("list")
+def staff_list() -> None:
+    """Every staff account, active ones first."""
+
+    async def work(rt: runtime.Runtime) -> list[tuple[Staff, str | None]]:
+        async with rt.db.read() as session:
+            return list(await staff.roster(session))
+
+    table = Table("Id", "Name", "Role", "Store", "Telegram", "Active")
+    for person, code in run(work):
+        table.add_row(
+            str(person.id),
+            person.name,
+            person.role,
+            code or "chain-wide",
+            str(person.telegram_user_id or "-"),
+            "yes" if person.active else "no",
+        )
+    console.print(table)
+
+
+@staff_app.command("deactivate")
+def staff_deactivate(
+    staff_id: Annotated[int, typer.Argument(help="The account's id (see staff list).")],
+    actor: Annotated[str, typer.Option(help="Who deactivates it (audited).")] = "cli",
+) -> None:
+    """Close an account; it stays in the records so the audit log can name it."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        async with rt.db.transaction() as session:
+            await staff.deactivate(session, staff_id, actor=actor)
+
+    run(work)
+    console.print(f"Staff account {staff_id} deactivated.")
 
 
 # Lets "-200" through as the delta instead of reading it as an unknown option.

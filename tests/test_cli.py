@@ -3,6 +3,7 @@ expiry and the tier review, and clear exits for what the user can fix."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +103,30 @@ def test_a_broken_shop_config_names_file_key_and_reason(
     assert result.exit_code == 2
     assert "shop.yaml: stores.0.timezone: " in result.output
     assert "unknown time zone" in result.output
+
+
+def test_consent_export_and_erase(shop: CliRunner, tmp_path: Path) -> None:
+    assert shop.invoke(app, ["member", "consent", "C-1", "yes"]).exit_code == 0
+    exported = shop.invoke(app, ["member", "export", "C-1", "-o", "c1.json"])
+    assert exported.exit_code == 0, exported.output
+    data = json.loads((tmp_path / "c1.json").read_text(encoding="utf-8"))
+    assert data["member"]["phone"] == "+8613812345678"
+    assert data["member"]["marketing_consent"] is True
+    assert len(data["visits"]) == 2
+    unconfirmed = shop.invoke(app, ["member", "erase", "C-1", "--reason", "asked"])
+    assert unconfirmed.exit_code == 1
+    erased = shop.invoke(app, ["member", "erase", "C-1", "--reason", "asked", "--yes"])
+    assert erased.exit_code == 0, erased.output
+    assert shop.invoke(app, ["member", "show", "13812345678"]).exit_code == 1
+
+
+def test_staff_accounts(shop: CliRunner) -> None:
+    added = shop.invoke(app, ["staff", "add", "王经理", "--role", "manager"])
+    assert added.exit_code == 0, added.output
+    assert shop.invoke(app, ["staff", "add", "小李", "--store", "main"]).exit_code == 0
+    assert shop.invoke(app, ["staff", "add", "x", "--role", "owner"]).exit_code == 1
+    assert shop.invoke(app, ["staff", "deactivate", "2"]).exit_code == 0
+    listed = shop.invoke(app, ["staff", "list"], env={"COLUMNS": "160"})
+    lines = [line for line in listed.output.splitlines() if "王经理" in line or "小李" in line]
+    assert "chain-wide" in lines[0] and "yes" in lines[0]
+    assert "main" in lines[1] and "no" in lines[1]

@@ -1,0 +1,92 @@
+"""Staff accounts and what each may do: staff work the counter of their store, managers run a
+store (or the whole chain when they have no store) and approve what members will read."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Staff, Store
+from domain import audit
+from domain.errors import DomainError, InvalidInput, NotFound
+
+STAFF, MANAGER = "staff", "manager"
+ROLES = (STAFF, MANAGER)
+
+
+class NotAllowed(DomainError):
+    key = "error.not_allowed"
+
+
+async def add(
+    session: AsyncSession,
+    *,
+    name: str,
+    role: str,
+    store_code: str | None = None,
+    telegram_user_id: int | None = None,
+    actor: str,
+) -> Staff:
+    """A new account; without a store it is chain-wide."""
+    if role not in ROLES:
+        raise InvalidInput("role must be staff or manager", role=role)
+    if not name.strip():
+        raise InvalidInput("a staff account needs a name")
+    store_id = None
+    if store_code is not None:
+        store = await session.scalar(select(Store).where(Store.code == store_code))
+        if store is None or not store.active:
+            raise NotFound("no such store", store=store_code)
+        store_id = store.id
+    if telegram_user_id is not None and await session.scalar(
+        select(Staff.id).where(Staff.telegram_user_id == telegram_user_id)
+    ):
+        raise InvalidInput("that Telegram account already belongs to a staff member")
+    person = Staff(
+        name=name.strip(), role=role, store_id=store_id, telegram_user_id=telegram_user_id
+    )
+    session.add(person)
+    await session.flush()
+    await audit.record(
+        session,
+        actor=actor,
+        action="staff.add",
+        entity="staff",
+        entity_id=person.id,
+        detail={"role": role, "store_id": store_id},
+    )
+    return person
+
+
+async def roster(session: AsyncSession) -> list[tuple[Staff, str | None]]:
+    """Every account with its store's code (None: chain-wide), active ones first."""
+    rows = await session.execute(
+        select(Staff, Store.code)
+        .outerjoin(Store, Store.id == Staff.store_id)
+        .order_by(Staff.active.desc(), Staff.id)
+    )
+    return [(person, code) for person, code in rows.all()]
+
+
+async def deactivate(session: AsyncSession, staff_id: int, *, actor: str) -> Staff:
+    """Accounts are never deleted: the audit log keeps naming who did what."""
+    person = await session.get(Staff, staff_id)
+    if person is None:
+        raise NotFound("no such staff account", staff_id=staff_id)
+    person.active = False
+    session.add(person)
+    await audit.record(
+        session, actor=actor, action="staff.deactivate", entity="staff", entity_id=staff_id
+    )
+    await session.flush()
+    return person
+
+
+def require(person: Staff, *, store_id: int | None, manager: bool = False) -> None:
+    """Refuse an inactive account, a store that is not theirs, or a manager's task for staff."""
+    if not person.active:
+        raise NotAllowed("this staff account is deactivated")
+    if manager and person.role != MANAGER:
+        raise NotAllowed("only a manager may do this")
+    if person.store_id is not None and store_id != person.store_id:
+        raise NotAllowed("this belongs to another store")
