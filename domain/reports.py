@@ -1,5 +1,6 @@
 """How the chain as a whole stands: its stores, its members' activity and tiers, its points
-ledger, and what falls due soon.
+ledger and the other loyalty ledgers (coupons, stored value, punch cards), and what falls due
+soon.
 
 The demo's closing summary asks these questions today; the chat's staff flows and the manager
 reports will ask the same ones, so they are answered once, here. Each answer is a few set-based
@@ -13,11 +14,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from db.models import Member, PointsEntry, Store, Tier, Vehicle, Visit
+from db.models import (
+    Coupon,
+    Member,
+    PointsEntry,
+    PunchCard,
+    PunchEntry,
+    Store,
+    StoredValueEntry,
+    Tier,
+    Vehicle,
+    Visit,
+)
 from domain import points
 
 # A member whose last visit is at most this many days old is active; older than LOST_DAYS, lost;
@@ -75,6 +87,43 @@ class LedgerTotals:
     issued: int
     expired: int
     outstanding: int
+
+
+@dataclass(frozen=True)
+class CouponCount:
+    """Coupons from one source (a reward, a birthday, a campaign...): how many were issued, how
+    many are used, and how many are still usable today."""
+
+    source: str
+    issued: int
+    used: int
+    valid: int
+
+
+@dataclass(frozen=True)
+class LoyaltyTotals:
+    """What members hold and have spent beyond points earned: coupons by source, prepaid money
+    owed to members, punch cards still usable, and points spent on rewards or on bills."""
+
+    coupons: list[CouponCount]
+    stored_value_cents: int
+    stored_value_members: int
+    punch_cards_active: int
+    punch_uses_left: int
+    points_redeemed: int
+    points_offset: int
+
+    @property
+    def coupons_issued(self) -> int:
+        return sum(c.issued for c in self.coupons)
+
+    @property
+    def coupons_used(self) -> int:
+        return sum(c.used for c in self.coupons)
+
+    @property
+    def coupons_valid(self) -> int:
+        return sum(c.valid for c in self.coupons)
 
 
 @dataclass(frozen=True)
@@ -279,3 +328,89 @@ async def _cars_due(
     )
     first = [CarDue(car, getattr(car, column.key), member) for car, member in rows.all()]
     return CarsDue(count=int(count or 0), first=first)
+
+
+async def loyalty_totals(session: AsyncSession, today: date) -> LoyaltyTotals:
+    """Coupons, stored value, punch cards and points spent across the chain, as of `today`.
+
+    Four set-based statements, one per ledger. Like `ledger_totals`, erased members' ledgers
+    count: their prepaid money is still owed and their coupons were still issued.
+    """
+    redeemed, offset = await _points_spent(session)
+    held, holders = await _stored_value_held(session)
+    cards, uses = await _punch_cards_active(session, today)
+    return LoyaltyTotals(
+        coupons=await _coupons_by_source(session, today),
+        stored_value_cents=held,
+        stored_value_members=holders,
+        punch_cards_active=cards,
+        punch_uses_left=uses,
+        points_redeemed=redeemed,
+        points_offset=offset,
+    )
+
+
+def _tally(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+async def _coupons_by_source(session: AsyncSession, today: date) -> list[CouponCount]:
+    """Most issued first; `valid` means what `coupons.valid_for_member` would list today."""
+    usable = and_(Coupon.used_at.is_(None), Coupon.valid_from <= today, Coupon.valid_until >= today)
+    rows = await session.execute(
+        select(Coupon.source, func.count(), _tally(Coupon.used_at.is_not(None)), _tally(usable))
+        .group_by(Coupon.source)
+        .order_by(func.count().desc(), Coupon.source)
+    )
+    return [CouponCount(source, int(n), int(used), int(valid)) for source, n, used, valid in rows]
+
+
+async def _stored_value_held(session: AsyncSession) -> tuple[int, int]:
+    """Prepaid money members have not spent yet, and how many members hold some."""
+    per_member = (
+        select(func.sum(StoredValueEntry.amount_cents).label("cents"))
+        .group_by(StoredValueEntry.member_id)
+        .subquery()
+    )
+    held, holders = (
+        await session.execute(
+            select(func.coalesce(func.sum(per_member.c.cents), 0), _tally(per_member.c.cents > 0))
+        )
+    ).one()
+    return int(held), int(holders)
+
+
+async def _punch_cards_active(session: AsyncSession, today: date) -> tuple[int, int]:
+    """Cards usable today (not expired, uses left) and the uses left on them: what
+    `punchcards.cards_of` would show, over every member."""
+    per_card = (
+        select(func.sum(PunchEntry.uses).label("left"))
+        .join(PunchCard, PunchCard.id == PunchEntry.card_id)
+        .where(or_(PunchCard.expires_on.is_(None), PunchCard.expires_on >= today))
+        .group_by(PunchEntry.card_id)
+        .subquery()
+    )
+    live = per_card.c.left > 0
+    cards, uses = (
+        await session.execute(
+            select(
+                _tally(live),
+                func.coalesce(func.sum(case((live, per_card.c.left), else_=0)), 0),
+            )
+        )
+    ).one()
+    return int(cards), int(uses)
+
+
+async def _points_spent(session: AsyncSession) -> tuple[int, int]:
+    """Points bought rewards with, and points paid towards bills at the counter."""
+
+    def spent(kind: str) -> ColumnElement[int]:
+        return func.coalesce(
+            func.sum(case((PointsEntry.kind == kind, -PointsEntry.points), else_=0)), 0
+        )
+
+    redeemed, offset = (
+        await session.execute(select(spent(points.REDEEM), spent(points.OFFSET)))
+    ).one()
+    return int(redeemed), int(offset)

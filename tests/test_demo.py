@@ -1,6 +1,7 @@
 """The demo chain: the same seed gives the same files, the habits look like real customers, the
-real importer takes every row, the summary tells the truth, and `memberbot demo` runs in one go
-without ever touching a shop's own database."""
+real importer takes every row, the loyalty activity is played through the real use cases the
+same way every time, the summary tells the truth, and `memberbot demo` runs in one go without
+ever touching a shop's own database."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from db.session import Database
-from domain import csvimport, members, points
+from domain import coupons, csvimport, members, points, punchcards, reports, rewards, wallet
 from domain.identity import normalize_plate
 from domain.shop import ShopConfig, load_shop_config, sync_shop
 from memberbot import runtime
@@ -32,7 +33,16 @@ from memberbot.settings import Settings, get_settings
 
 TODAY = date(2026, 11, 24)
 SMALL = 200
-HEADINGS = ("Demo chain", "Stores", "Tiers", "Activity", "Coming up", "Sample member", "Try next")
+HEADINGS = (
+    "Demo chain",
+    "Stores",
+    "Tiers",
+    "Activity",
+    "Loyalty",
+    "Coming up",
+    "Sample member",
+    "Try next",
+)
 MOBILE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
 
 
@@ -231,6 +241,202 @@ async def test_summary_tells_what_the_files_hold(
     assert summary.sample.visit_count > 0 and summary.sample.vehicles
 
 
+# ------------------------------------------------------------------ the loyalty activity
+
+
+def build_demo(folder: Path, seed: int = 7) -> tuple[chain.DemoSummary, Path]:
+    path = folder / "demo.db"
+    options = chain.DemoOptions(
+        database_url=f"sqlite+aiosqlite:///{path}", members=SMALL, seed=seed, today=TODAY
+    )
+    return chain.run(options), path
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[chain.DemoSummary, Path]:
+    return build_demo(tmp_path_factory.mktemp("built"))
+
+
+def ledgers(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every loyalty ledger by member number, without what is random by design (coupon codes)
+    or the wall clock (creation times)."""
+    queries = {
+        "points": "SELECT m.member_ref, p.kind, p.points, p.occurred_on, p.key FROM points_entry p"
+        " JOIN member m ON m.id = p.member_id",
+        "stored value": "SELECT m.member_ref, s.kind, s.amount_cents, s.key"
+        " FROM stored_value_entry s JOIN member m ON m.id = s.member_id",
+        "coupons": "SELECT m.member_ref, c.source, c.kind, c.value_cents, c.percent_off,"
+        " c.valid_until, c.used_at IS NOT NULL, c.key FROM coupon c"
+        " JOIN member m ON m.id = c.member_id",
+        "punch cards": "SELECT m.member_ref, c.total_uses, c.expires_on, c.key, e.kind, e.uses"
+        " FROM punch_entry e JOIN punch_card c ON c.id = e.card_id"
+        " JOIN member m ON m.id = c.member_id",
+    }
+    with sqlite3.connect(path) as conn:
+        return {name: sorted(conn.execute(sql).fetchall()) for name, sql in queries.items()}
+
+
+def scalar(path: Path, sql: str) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(sql).fetchone()[0] or 0)
+
+
+def test_the_same_seed_plays_the_same_loyalty_activity(
+    built: tuple[chain.DemoSummary, Path], tmp_path: Path
+) -> None:
+    first, first_db = built
+    again, again_db = build_demo(tmp_path)
+    assert first.played is not None and again.played is not None
+    assert first.played.calls == again.played.calls
+    assert again.loyalty == first.loyalty
+    assert (again.points_issued, again.points_outstanding) == (
+        first.points_issued,
+        first.points_outstanding,
+    )
+    assert ledgers(again_db) == ledgers(first_db)
+
+
+def test_members_redeem_prepay_punch_and_get_birthday_coupons(
+    built: tuple[chain.DemoSummary, Path], data: generator.DemoData
+) -> None:
+    summary, path = built
+    loyalty = summary.loyalty
+    issued = {c.source: c.issued for c in loyalty.coupons}
+    born_this_month = sum(
+        1 for m in data.members if m["birthday"] and day(m["birthday"]).month == TODAY.month
+    )
+    assert issued["birthday"] == born_this_month > 0
+    assert issued[rewards.SOURCE] > 0 and 0 < loyalty.coupons_used < loyalty.coupons_issued
+    assert loyalty.coupons_valid == loyalty.coupons_issued - loyalty.coupons_used
+    assert loyalty.points_redeemed > 0 and loyalty.points_offset > 0
+    assert summary.points_outstanding == (
+        summary.points_issued
+        - summary.points_expired
+        - loyalty.points_redeemed
+        - loyalty.points_offset
+    )
+    holders = scalar(path, "SELECT count(DISTINCT member_id) FROM stored_value_entry")
+    assert loyalty.stored_value_members == holders
+    assert 0.15 <= holders / summary.members <= 0.35, "about a quarter of members prepay"
+    assert loyalty.stored_value_cents == scalar(
+        path, "SELECT sum(amount_cents) FROM stored_value_entry"
+    )
+    assert scalar(path, "SELECT count(*) FROM stored_value_entry WHERE kind = 'spend'") > 0
+    washers = {ref for ref, persona in data.personas.items() if persona == "washer"}
+    with sqlite3.connect(path) as conn:
+        owners = conn.execute(
+            "SELECT m.member_ref FROM punch_card c JOIN member m ON m.id = c.member_id"
+        ).fetchall()
+    card_owners = {ref for (ref,) in owners}
+    assert len(card_owners) == len(owners), "one card each"
+    assert card_owners - {data.showcase_ref} <= washers, "10-wash cards go to monthly washers"
+    assert loyalty.punch_cards_active == len(card_owners) > 0
+    assert loyalty.punch_uses_left < 10 * len(card_owners), "some washes are punched already"
+    assert summary.played is not None and summary.played.total < 5 * SMALL
+
+
+def test_no_balance_ever_goes_below_zero(built: tuple[chain.DemoSummary, Path]) -> None:
+    _, path = built
+    per_owner = {
+        "points": "SELECT min(t) FROM (SELECT sum(points) AS t FROM points_entry"
+        " GROUP BY member_id)",
+        "stored value": "SELECT min(t) FROM (SELECT sum(amount_cents) AS t"
+        " FROM stored_value_entry GROUP BY member_id)",
+        "punch cards": "SELECT min(t) FROM (SELECT sum(uses) AS t FROM punch_entry"
+        " GROUP BY card_id)",
+    }
+    debits = {
+        "points": "SELECT count(*) FROM points_entry WHERE kind IN ('redeem', 'offset')",
+        "stored value": "SELECT count(*) FROM stored_value_entry WHERE amount_cents < 0",
+        "punch cards": "SELECT count(*) FROM punch_entry WHERE uses < 0",
+    }
+    for ledger, sql in per_owner.items():
+        assert scalar(path, debits[ledger]) > 0, f"the demo spends from {ledger}"
+        assert scalar(path, sql) >= 0, ledger
+
+
+def test_the_showcase_member_has_something_of_everything(
+    built: tuple[chain.DemoSummary, Path], data: generator.DemoData
+) -> None:
+    summary, _ = built
+    sample = summary.sample
+    assert sample is not None and sample.member.member_ref == data.showcase_ref
+    assert sample.stored_value_cents > 0
+    assert any(status.remaining > 0 for status, _ in sample.punch_cards)
+    assert sample.coupons and all(c.used_at is None for c, _ in sample.coupons)
+    assert all(c.valid_from <= TODAY <= c.valid_until for c, _ in sample.coupons)
+    assert sample.points.expiring_soon > 0, "what they spent left some points about to lapse"
+
+
+# ------------------------------------------------------------------ the loyalty report
+
+
+async def test_loyalty_totals_add_up_every_ledger(db: Database) -> None:
+    """Two members; every coupon, prepaid cent, card and point spent is known."""
+    rules = load_shop_config(None).loyalty
+    async with db.transaction() as session:
+        one = await members.create(session, member_ref="L1", name="一", phone=None)
+        two = await members.create(session, member_ref="L2", name="二", phone=None)
+        await points.credit(session, one.id, 2_000, TODAY, rules)
+        wash = await rewards.redeem(session, one.id, "free_wash", today=TODAY, key="k1", actor="t")
+        await rewards.redeem(session, one.id, "oil_50", today=TODAY, key="k2", actor="t")
+        await coupons.redeem(
+            session,
+            wash.code,
+            member_id=one.id,
+            store_id=None,
+            spend_cents=4_500,
+            today=TODAY,
+            actor="t",
+        )
+        await points.offset(session, one.id, 700, 10_000, TODAY, rules, actor="t")
+        for last_day in (TODAY, TODAY - timedelta(days=1)):  # valid today, lapsed yesterday
+            await coupons.issue(
+                session,
+                two.id,
+                kind=coupons.VALUE,
+                value_cents=5_000,
+                valid_from=TODAY - timedelta(days=5),
+                valid_until=last_day,
+                source="birthday",
+            )
+        await wallet.top_up(session, one.id, 100_000, actor="t")
+        await wallet.spend(session, one.id, 30_000, actor="t")
+        await wallet.top_up(session, two.id, 20_000, actor="t")
+        await wallet.spend(session, two.id, 20_000, actor="t")
+        # One card in use, one lapsed yesterday with uses left, one used up.
+        live = await punchcards.issue(session, one.id, "wash", 10, TODAY, None)
+        await punchcards.use(
+            session, live.id, member_id=one.id, store_id=None, today=TODAY, key=None, actor="t"
+        )
+        await punchcards.issue(session, two.id, "wash", 5, TODAY - timedelta(days=1), None)
+        used_up = await punchcards.issue(session, two.id, "wash", 1, None, None)
+        await punchcards.use(
+            session,
+            used_up.id,
+            member_id=two.id,
+            store_id=None,
+            today=TODAY,
+            key=None,
+            actor="t",
+        )
+    async with db.read() as session:
+        totals = await reports.loyalty_totals(session, TODAY)
+    assert totals == reports.LoyaltyTotals(
+        coupons=[
+            reports.CouponCount("birthday", issued=2, used=0, valid=1),
+            reports.CouponCount("reward", issued=2, used=1, valid=1),
+        ],
+        stored_value_cents=70_000,
+        stored_value_members=1,
+        punch_cards_active=1,
+        punch_uses_left=9,
+        points_redeemed=800,
+        points_offset=700,
+    )
+    assert (totals.coupons_issued, totals.coupons_used, totals.coupons_valid) == (4, 1, 2)
+
+
 # ------------------------------------------------------------------ the command
 
 
@@ -240,6 +446,14 @@ def sqlite_counts(path: Path) -> tuple[int, int, int]:
         visits = conn.execute("SELECT count(*) FROM visit").fetchone()[0]
         adjusted = conn.execute("SELECT count(*) FROM points_entry WHERE kind = 'adjust'")
         return people, visits, adjusted.fetchone()[0]
+
+
+def loyalty_rows(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as conn:
+        return {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("coupon", "stored_value_entry", "punch_card", "punch_entry")
+        }
 
 
 def test_memberbot_demo_builds_and_shows_the_chain(
@@ -262,6 +476,7 @@ def test_memberbot_demo_builds_and_shows_the_chain(
     assert (tmp_path / "csv" / "visits.csv").exists()
     people, visits, _ = sqlite_counts(demo_db)
     assert people == 120 and visits > 120
+    assert "Stored value ¥" in result.output and "Punch cards" in result.output
 
     rebuilt = runner.invoke(app, ["demo", "--members", "60"])
     assert rebuilt.exit_code == 0, rebuilt.output
@@ -273,10 +488,14 @@ def test_memberbot_demo_builds_and_shows_the_chain(
     get_settings.cache_clear()
     adjusted = runner.invoke(app, ["points", "adjust", "DEMO-00001", "200", "-r", "goodwill"])
     assert adjusted.exit_code == 0, adjusted.output
+    played = loyalty_rows(demo_db)
+    assert all(played.values()), played
     kept = runner.invoke(app, ["demo", "--members", "60", "--keep"])
     assert kept.exit_code == 0, kept.output
     assert "Kept the existing demo database" in kept.output
     assert sqlite_counts(demo_db)[0::2] == (60, 1)
+    assert loyalty_rows(demo_db) == played, "a kept demo plays no loyalty activity again"
+    assert "Played today" not in kept.output
     get_settings.cache_clear()
 
 
@@ -336,8 +555,13 @@ async def test_demo_builds_on_postgresql(empty_postgres: str) -> None:
     summary = await chain.build(options)
     assert summary.members == 60
     assert [r.error_count for r in summary.imports] == [0, 0, 0]
+    assert summary.played is not None and summary.loyalty.coupons_issued > 0
+    assert summary.sample is not None and summary.sample.stored_value_cents > 0
     rebuilt = await chain.build(options)
     assert rebuilt.members == 60
     assert rebuilt.imports[2].created == summary.visits, "--fresh rebuilt the demo's rows"
+    assert rebuilt.loyalty == summary.loyalty, "the same seed plays the same activity"
+    assert rebuilt.points_outstanding == summary.points_outstanding
     kept = await chain.build(dataclasses.replace(options, fresh=False))
     assert (kept.members, kept.visits, kept.imports) == (60, summary.visits, [])
+    assert (kept.played, kept.loyalty) == (None, summary.loyalty)

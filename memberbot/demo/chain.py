@@ -1,5 +1,6 @@
 """Building the demo chain: a database of its own, the generated files imported through the real
-importer, and the summary read back.
+importer, the members' loyalty activity played through the real use cases, and the summary read
+back.
 
 The demo never touches a shop's database: it writes its own SQLite file by default and refuses
 any database that holds members or stores it did not create.
@@ -26,6 +27,7 @@ from db.session import Database, create_engine
 from domain import csvimport
 from domain.shop import ShopConfig, load_shop_config
 from memberbot import runtime
+from memberbot.demo import activity
 from memberbot.demo.generator import KINDS, MEMBER_PREFIX, Kind, generate, write_csv
 from memberbot.demo.summary import DemoSummary, summarize
 from memberbot.settings import Settings
@@ -183,10 +185,11 @@ def _is_demo_member() -> ColumnElement[bool]:
 
 
 async def build(options: DemoOptions, console: Console | None = None) -> DemoSummary:
-    """Generate the chain, import it into the demo database and read back the summary.
+    """Generate the chain, import it into the demo database, play the members' loyalty activity
+    and read back the summary.
 
     With `fresh=False` an existing demo (and whatever was changed in it since) is kept and
-    shown again; nothing is imported into it.
+    shown again; nothing is imported into it and no activity is played again.
     """
     clock = time.perf_counter()
     timings: dict[str, float] = {}
@@ -201,6 +204,7 @@ async def build(options: DemoOptions, console: Console | None = None) -> DemoSum
         step = time.perf_counter()
         data = generate(rt.config, members=options.members, seed=options.seed, today=today)
         results: list[csvimport.ImportResult] = []
+        played: activity.Played | None = None
         with csv_folder(options.export) as folder:
             paths = write_csv(data, folder)
             timings["generate"] = time.perf_counter() - step
@@ -210,10 +214,17 @@ async def build(options: DemoOptions, console: Console | None = None) -> DemoSum
                     rt.db, paths, rt.config, today, rt.settings.default_region, console
                 )
                 timings["import"] = time.perf_counter() - step
+        if not kept:
+            step = time.perf_counter()
+            played = await activity.play(
+                rt.db, data, rt.config.loyalty, seed=options.seed, today=today
+            )
+            timings["loyalty"] = time.perf_counter() - step
         summary = await summarize(rt, today, data.showcase_ref, options.export)
     finally:
         await rt.db.dispose()
     summary.imports = results
+    summary.played = played
     timings["total"] = time.perf_counter() - clock
     summary.timings = timings
     return summary

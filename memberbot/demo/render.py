@@ -127,6 +127,34 @@ def _render_members(console: Console, summary: DemoSummary) -> None:
     console.print(activity)
 
 
+def _render_loyalty(console: Console, summary: DemoSummary) -> None:
+    """Four lines: coupons, stored value, punch cards and points spent."""
+    console.rule("[bold]Loyalty[/bold]")
+    totals = summary.loyalty
+    if summary.played is not None:
+        console.print(
+            f"[dim]Played today through the real use cases: {summary.played.total:,} actions "
+            f"of {summary.played.members:,} members (rewards, birthday coupons, top-ups, "
+            "punch cards, points towards bills).[/dim]"
+        )
+    sources = ", ".join(f"{c.issued:,} {c.source}" for c in totals.coupons)
+    console.print(
+        f"Coupons {totals.coupons_issued:,} issued ({sources or 'none'}) · "
+        f"{totals.coupons_used:,} used · {totals.coupons_valid:,} valid today"
+    )
+    console.print(
+        f"Stored value {staffview.yuan(totals.stored_value_cents)} held by "
+        f"{totals.stored_value_members:,} members"
+    )
+    console.print(
+        f"Punch cards {totals.punch_cards_active:,} active · {totals.punch_uses_left:,} uses left"
+    )
+    console.print(
+        f"Points redeemed {totals.points_redeemed:,} for rewards · "
+        f"{totals.points_offset:,} paid towards bills"
+    )
+
+
 def _render_coming_up(console: Console, summary: DemoSummary) -> None:
     console.rule("[bold]Coming up[/bold]")
     expiring = (
@@ -159,14 +187,17 @@ def _render_next(console: Console, summary: DemoSummary) -> None:
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     t = summary.timings
     if t:
-        parts = [f"{step} {t[step]:.1f} s" for step in ("generate", "import") if step in t]
+        steps = ("generate", "import", "loyalty")
+        parts = [f"{step} {t[step]:.1f} s" for step in steps if step in t]
         console.print(f"[dim]Done in {t.get('total', 0):.1f} s ({', '.join(parts)}).[/dim]")
 
 
 def render(console: Console, summary: DemoSummary) -> None:
-    """The closing summary: the chain, its members, what is coming up, one member, next steps."""
+    """The closing summary: the chain, its members, their loyalty ledgers, what is coming up,
+    one member, next steps."""
     _render_chain(console, summary)
     _render_members(console, summary)
+    _render_loyalty(console, summary)
     _render_coming_up(console, summary)
     if summary.sample is not None:
         console.rule("[bold]Sample member[/bold] (what staff see at the counter)")

@@ -20,6 +20,7 @@ from domain import csvimport, reports
 from domain.identity import mask_phone, mask_plate
 from domain.profiles import MemberProfile, profile
 from memberbot import runtime
+from memberbot.demo.activity import Played
 from memberbot.demo.generator import MEMBER_PREFIX
 
 LISTED = 5
@@ -65,7 +66,9 @@ class DemoSummary:
     inspection_count: int
     inspections: list[Due]
     sample: MemberProfile | None
+    loyalty: reports.LoyaltyTotals
     imports: list[csvimport.ImportResult] = field(default_factory=list)
+    played: Played | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -99,7 +102,8 @@ def _car_lines(due: reports.CarsDue) -> list[Due]:
 async def summarize(
     rt: runtime.Runtime, today: date, sample_ref: str, export: Path | None = None
 ) -> DemoSummary:
-    """Read back what the import built: the questions a new owner asks on day one."""
+    """Read back what the import and the loyalty activity built: the questions a new owner asks
+    on day one."""
     rules = rt.config.loyalty
     async with rt.db.read() as session:
         ledger = await reports.ledger_totals(session)
@@ -138,6 +142,7 @@ async def summarize(
             inspection_count=inspections.count,
             inspections=_car_lines(inspections),
             sample=await profile(session, member, today, rules) if member else None,
+            loyalty=await reports.loyalty_totals(session, today),
         )
 
 
