@@ -3,12 +3,14 @@ files, idempotent re-imports, points and tiers, on SQLite and PostgreSQL, and th
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import tracemalloc
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import phonenumbers
 import pytest
 from sqlalchemy import Date, func, literal, select, update
 from typer.testing import CliRunner
@@ -25,6 +27,8 @@ from db.models import (
 from db.session import Database
 from domain import csvimport, csvparse, members, points
 from domain.csvimport import ImportResult, RowError, import_file
+from domain.errors import InvalidInput
+from domain.identity import normalize_phone
 from domain.shop import LoyaltyRules
 from memberbot.cli import app
 from memberbot.settings import get_settings
@@ -143,6 +147,35 @@ def test_amounts_with_currency_signs_and_separators(text: str, cents: int) -> No
 def test_what_is_not_an_amount(text: str) -> None:
     with pytest.raises(ValueError):
         csvparse.parse_amount(text)
+
+
+def _phonenumbers_verdict(text: str) -> str:
+    """What phonenumbers alone makes of a CN phone: its E.164 form, or why it is refused."""
+    try:
+        number = phonenumbers.parse(text, "CN")
+    except phonenumbers.NumberParseException:
+        return "phone is not a phone number"
+    if not phonenumbers.is_valid_number(number):
+        return "phone is not a valid number"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def test_plain_mobile_fast_path_agrees_with_phonenumbers() -> None:
+    """Every 11-digit number starting with 1 (every 4-digit prefix, random tails): the fast
+    path accepts exactly what phonenumbers accepts, gives the same E.164, refuses the rest."""
+    rng = random.Random(7)
+    accepted = refused = 0
+    for prefix in range(1000, 2000):
+        for _ in range(8):
+            text = f"{prefix}{rng.randrange(10**7):07d}"
+            try:
+                verdict = normalize_phone(text)
+            except InvalidInput as exc:
+                verdict = str(exc)
+            assert verdict == _phonenumbers_verdict(text), text
+            accepted += verdict.startswith("+")
+            refused += not verdict.startswith("+")
+    assert accepted > 1000 and refused > 1000
 
 
 def test_gbk_found_even_after_64kb_of_ascii(tmp_path: Path) -> None:
