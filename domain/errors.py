@@ -53,3 +53,39 @@ class ConfigError(DomainError):
         lines = "\n".join(f"{f}: {k}: {r}" for f, k, r in problems)
         super().__init__(f"invalid shop configuration:\n{lines}")
         self.problems = problems
+
+
+class TemplateError(DomainError):
+    """A message template cannot be rendered; subclasses say why, `params` say where."""
+
+    key = "error.template"
+
+
+class TemplateInvalid(TemplateError):
+    """The template does not compile; `params`: line, reason."""
+
+    key = "error.template_invalid"
+
+
+class TemplateUndefinedName(TemplateError):
+    """The template uses a name the context does not provide; `params`: name, line."""
+
+    key = "error.template_undefined"
+
+
+class TemplateUnsafe(TemplateError):
+    """The template reached for something the sandbox denies; `params`: reason, line."""
+
+    key = "error.template_unsafe"
+
+
+class TemplateTooCostly(TemplateError):
+    """The template asked for more work or memory than any message needs; `params`: reason."""
+
+    key = "error.template_too_costly"
+
+
+class MessageTooLong(TemplateError):
+    """The rendered text exceeds the channel's limit; `params`: channel, limit, length, unit."""
+
+    key = "error.message_too_long"
