@@ -277,3 +277,27 @@ class AuditLog(SQLModel, table=True):
     entity_id: int | None = Field(default=None)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: datetime = _created()
+
+
+class Booking(SQLModel, table=True):
+    """A member's reserved bay time at a store. Capacity is the store's bays: the domain counts
+    overlapping booked rows under the store lock before inserting (see domain.bookings)."""
+
+    __table_args__ = (
+        Index("ix_booking_store_start", "store_id", "starts_at"),
+        Index("ix_booking_member_start", "member_id", "starts_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", ondelete="CASCADE")
+    store_id: int = Field(foreign_key="store.id")
+    service_code: str = Field(max_length=32)
+    vehicle_id: int | None = Field(default=None, foreign_key="vehicle.id", ondelete="SET NULL")
+    starts_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    ends_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    status: str = Field(default="booked", max_length=16)
+    created_at: datetime = _created()
+    cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    key: str | None = Field(default=None, max_length=96, unique=True)
+    source: str = Field(default="chat", max_length=16)
+    note: str | None = Field(default=None, max_length=255)

@@ -89,3 +89,15 @@ class MessageTooLong(TemplateError):
     """The rendered text exceeds the channel's limit; `params`: channel, limit, length, unit."""
 
     key = "error.message_too_long"
+
+
+class BookingUnavailable(DomainError):
+    """A booking cannot be made, changed or cancelled; `params['reason']` says why: past,
+    too_soon, too_far, outside_hours, not_on_grid, full, overlap, unknown_service,
+    store_closed, not_your_car, too_late, not_active."""
+
+    key = "error.booking_unavailable"
+
+    @property
+    def reason(self) -> str:
+        return str(self.params.get("reason", ""))

@@ -154,6 +154,22 @@ class RewardConfig(_Strict):
     coupon: CouponConfig
 
 
+class BookingConfig(_Strict):
+    slot_minutes: int = Field(default=30, gt=0, le=24 * 60)
+    horizon_days: int = Field(default=14, gt=0, le=365)
+    change_cutoff_hours: int = Field(default=2, ge=0, le=24 * 30)
+    min_lead_minutes: int = Field(default=30, ge=0, le=7 * 24 * 60)
+
+    @field_validator("slot_minutes")
+    @classmethod
+    def _grid(cls, value: int) -> int:
+        # The grid is anchored at midnight, so a slot length that neither divides an hour nor
+        # is a multiple of a quarter would give start times nobody can read at a glance.
+        if 60 % value and value % 15:
+            raise ValueError(f"{value} must divide 60 (5, 10, 15, 20, 30) or be a multiple of 15")
+        return value
+
+
 class ShopConfig(_Strict):
     chain: ChainConfig = Field(default_factory=ChainConfig)
     stores: list[StoreConfig] = Field(min_length=1)
@@ -161,6 +177,7 @@ class ShopConfig(_Strict):
     tiers: list[TierConfig] = Field(min_length=1)
     points: PointsConfig = Field(default_factory=PointsConfig)
     rewards: list[RewardConfig] = Field(default_factory=list)
+    booking: BookingConfig = Field(default_factory=BookingConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> ShopConfig:
@@ -191,6 +208,15 @@ class ShopConfig(_Strict):
             offset_points_per_yuan=self.points.offset_points_per_yuan,
         )
 
+    @property
+    def booking_rules(self) -> BookingRules:
+        return BookingRules(
+            slot_minutes=self.booking.slot_minutes,
+            horizon_days=self.booking.horizon_days,
+            change_cutoff_hours=self.booking.change_cutoff_hours,
+            min_lead_minutes=self.booking.min_lead_minutes,
+        )
+
 
 @dataclass(frozen=True)
 class LoyaltyRules:
@@ -200,6 +226,16 @@ class LoyaltyRules:
     expiry_months: int = 24
     expiring_notice_days: int = 30
     offset_points_per_yuan: int = 100
+
+
+@dataclass(frozen=True)
+class BookingRules:
+    """The booking rules the domain needs, detached from the YAML that carried them."""
+
+    slot_minutes: int = 30
+    horizon_days: int = 14
+    change_cutoff_hours: int = 2
+    min_lead_minutes: int = 30
 
 
 def load_shop_config(path: Path | None) -> ShopConfig:
