@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from db.types import UTCDateTime, utcnow
@@ -301,3 +301,92 @@ class Booking(SQLModel, table=True):
     key: str | None = Field(default=None, max_length=96, unique=True)
     source: str = Field(default="chat", max_length=16)
     note: str | None = Field(default=None, max_length=255)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message intent, committed before anything is sent (see scheduler.outbox). The unique
+    idempotency key (member, rule, occurrence) makes a rerun of the rules add nothing; the claim
+    lease hands a crashed worker's rows back to the pool without ever giving one row to two
+    live workers."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        Index("ix_outbox_status_due", "status", "not_before"),
+        Index("ix_outbox_member_created", "member_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=160, unique=True)
+    member_id: int = Field(foreign_key="member.id", ondelete="CASCADE")
+    rule: str = Field(max_length=48)
+    category: str = Field(max_length=16)
+    template_key: str = Field(max_length=64)
+    locale: str = Field(max_length=8)
+    channel: str | None = Field(default=None, max_length=16)
+    context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    body: str | None = Field(default=None, sa_type=Text)
+    status: str = Field(default="pending", max_length=16)
+    not_before: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, max_length=255)
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_at: datetime = _created()
+
+
+class ChatBinding(SQLModel, table=True):
+    """Which member a chat speaks for. One member per chat; a member may have several chats
+    (Telegram and WeChat, two phones). Unbinding keeps the row, inactive, as history."""
+
+    __tablename__ = "chat_binding"
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=64, description="chat id or openid within the channel")
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    bound_at: datetime = _created()
+    via: str = Field(max_length=16, description="invite or contact")
+    active: bool = Field(default=True)
+
+
+class InviteCode(SQLModel, table=True):
+    """A one-time code staff hand a member to bind a chat. Only its SHA-256 is stored."""
+
+    __tablename__ = "invite_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code_hash: str = Field(max_length=64, unique=True)
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    created_at: datetime = _created()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    used_by_address: str | None = Field(default=None, max_length=96, description="channel:addr")
+    created_by: str = Field(max_length=64)
+
+
+class BindAttempt(SQLModel, table=True):
+    """Failed binding guesses of one chat in its current fixed window: one small row per chat,
+    so a brute-forcing chat cannot grow the table (see domain.binding)."""
+
+    __tablename__ = "bind_attempt"
+
+    channel: str = Field(primary_key=True, max_length=16)
+    address: str = Field(primary_key=True, max_length=64)
+    window_start: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    failures: int = Field(default=0)
+
+
+class ConversationState(SQLModel, table=True):
+    """A chat's half-finished flow (a booking half chosen), so a restart or another process
+    carries on where the member left off."""
+
+    __tablename__ = "conversation_state"
+
+    channel: str = Field(primary_key=True, max_length=16)
+    address: str = Field(primary_key=True, max_length=64)
+    flow: str = Field(max_length=32)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    updated_at: datetime = _created()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)

@@ -101,3 +101,20 @@ class BookingUnavailable(DomainError):
     @property
     def reason(self) -> str:
         return str(self.params.get("reason", ""))
+
+
+class InviteInvalid(DomainError):
+    """A chat cannot be bound with what was offered; `params['reason']` says why: unknown,
+    expired, used (invite codes), not_own_contact, phone_shared (shared contacts)."""
+
+    key = "error.invite_invalid"
+
+    @property
+    def reason(self) -> str:
+        return str(self.params.get("reason", ""))
+
+
+class TooManyAttempts(DomainError):
+    """A chat guessed wrong too often; `params['retry_at']` is when it may try again (UTC)."""
+
+    key = "error.too_many_attempts"

@@ -1,0 +1,240 @@
+"""The message outbox: every intent is committed here before anything is sent.
+
+Rules may run again (a rerun, a second `serve` process, a crash half-way): the unique
+idempotency key (rule, member, occurrence) makes a repeated intent a no-op, so a member never
+gets the same message twice from the rules alone.
+
+Dispatchers take due rows with `claim`, which hands each row to exactly one worker for a lease.
+A worker that crashes simply lets its lease run out and the row returns to the pool; a worker
+that comes back late after its row was re-claimed cannot overwrite the new owner's outcome,
+because every `mark_*` applies only while the row is still claimed by the caller. The only
+message that can ever go out twice is the one whose sender crashed between sending and
+recording the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import OutboxMessage
+from db.session import upsert_insert
+from db.types import utcnow
+
+PENDING, CLAIMED, SENT = "pending", "claimed", "sent"
+FAILED, SKIPPED, UNREACHABLE = "failed", "skipped", "unreachable"
+STATUSES = (PENDING, CLAIMED, SENT, FAILED, SKIPPED, UNREACHABLE)
+
+TRANSACTIONAL, SERVICE, MARKETING = "transactional", "service", "marketing"
+CATEGORIES = (TRANSACTIONAL, SERVICE, MARKETING)
+
+KEY_MAX = 160
+ERROR_MAX = 255
+# Keeps one INSERT well under SQLite's bound-parameter limit (about 15 columns per row).
+_INSERT_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A message a rule wants sent. `occurrence` names the event the message is about (the
+    birthday year, a coupon's id, a booking's date) so the same event is only ever queued once."""
+
+    member_id: int
+    rule: str
+    occurrence: str
+    category: str
+    template_key: str
+    locale: str
+    not_before: datetime
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.category not in CATEGORIES:
+            raise ValueError(f"unknown message category {self.category!r}")
+        if self.not_before.tzinfo is None:
+            raise ValueError("not_before must be an aware UTC datetime")
+        if len(self.idempotency_key) > KEY_MAX:
+            raise ValueError(f"idempotency key longer than {KEY_MAX} characters")
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.rule}:member:{self.member_id}:{self.occurrence}"
+
+
+@dataclass(frozen=True)
+class OutboxCount:
+    """How many messages of one rule sit in one status on one channel (None: not yet chosen)."""
+
+    status: str
+    rule: str
+    channel: str | None
+    count: int
+
+
+def _row(intent: Intent, created_at: datetime) -> dict[str, Any]:
+    return {
+        "idempotency_key": intent.idempotency_key,
+        "member_id": intent.member_id,
+        "rule": intent.rule,
+        "category": intent.category,
+        "template_key": intent.template_key,
+        "locale": intent.locale,
+        "context": intent.context,
+        "status": PENDING,
+        "not_before": intent.not_before,
+        "attempts": 0,
+        "created_at": created_at,
+    }
+
+
+def _chunks(rows: list[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+async def enqueue(session: AsyncSession, intents: list[Intent]) -> int:
+    """Store the intents that are not already queued; returns how many were new.
+
+    An intent whose key is already in the outbox, whatever its status, is ignored: a rerun of
+    the rules adds nothing, and a message already sent is never queued again.
+    """
+    created_at = utcnow()
+    unique = {intent.idempotency_key: intent for intent in intents}
+    rows = [_row(intent, created_at) for intent in unique.values()]
+    added = 0
+    for chunk in _chunks(rows, _INSERT_CHUNK):
+        statement = (
+            upsert_insert(session, OutboxMessage)
+            .values(chunk)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(OutboxMessage.id)
+        )
+        added += len((await session.execute(statement)).all())
+    return added
+
+
+def _claimable(now: datetime) -> Any:
+    """Due rows nobody holds: pending ones, and claimed ones whose worker's lease ran out."""
+    m = OutboxMessage
+    return and_(
+        m.not_before <= now,
+        or_(m.status == PENDING, and_(m.status == CLAIMED, m.claimed_until <= now)),
+    )
+
+
+async def claim(
+    session: AsyncSession,
+    worker: str,
+    now: datetime,
+    *,
+    limit: int = 50,
+    lease_seconds: int = 300,
+) -> list[OutboxMessage]:
+    """Hand up to `limit` due rows to `worker` until `now + lease_seconds`, oldest due first.
+
+    On PostgreSQL the candidates are locked with `FOR UPDATE SKIP LOCKED`, so concurrent
+    claimers each take different rows without waiting on one another. On SQLite the write
+    transaction (`Database.transaction`, BEGIN IMMEDIATE) already admits one claimer at a time,
+    so a plain select then update cannot hand a row out twice. Call inside a write transaction.
+    """
+    if limit <= 0:
+        return []
+    m = OutboxMessage
+    candidates = select(m.id).where(_claimable(now)).order_by(m.not_before, m.id).limit(limit)
+    if session.bind.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    ids = list((await session.scalars(candidates)).all())
+    if not ids:
+        return []
+    await session.execute(
+        update(m)
+        .where(m.id.in_(ids))
+        .values(
+            status=CLAIMED,
+            claimed_by=worker,
+            claimed_until=now + timedelta(seconds=lease_seconds),
+            attempts=m.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    claimed = await session.scalars(
+        select(m)
+        .where(m.id.in_(ids))
+        .order_by(m.not_before, m.id)
+        .execution_options(populate_existing=True)
+    )
+    return list(claimed.all())
+
+
+async def _finish(session: AsyncSession, message_id: int, worker: str, **values: Any) -> bool:
+    """Record an outcome only if `worker` still holds the claim; says whether it did."""
+    m = OutboxMessage
+    result = await session.execute(
+        update(m)
+        .where(m.id == message_id, m.status == CLAIMED, m.claimed_by == worker)
+        .values(claimed_until=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+def _clip(text: str) -> str:
+    return text[:ERROR_MAX]
+
+
+async def mark_sent(session: AsyncSession, message_id: int, worker: str, now: datetime) -> bool:
+    """The channel accepted the message."""
+    return await _finish(session, message_id, worker, status=SENT, sent_at=now)
+
+
+async def mark_failed(
+    session: AsyncSession,
+    message_id: int,
+    worker: str,
+    now: datetime,
+    error: str,
+    *,
+    retry_at: datetime | None = None,
+) -> bool:
+    """Sending failed. With `retry_at` the row goes back to the pool, due then (never earlier
+    than `now`, so a retry cannot jump the queue of rows already due); without it the failure
+    is final."""
+    if retry_at is None:
+        return await _finish(session, message_id, worker, status=FAILED, last_error=_clip(error))
+    return await _finish(
+        session,
+        message_id,
+        worker,
+        status=PENDING,
+        claimed_by=None,
+        not_before=max(retry_at, now),
+        last_error=_clip(error),
+    )
+
+
+async def mark_skipped(session: AsyncSession, message_id: int, worker: str, reason: str) -> bool:
+    """A dispatch policy (consent, frequency cap, an outdated occasion) decided not to send."""
+    return await _finish(session, message_id, worker, status=SKIPPED, last_error=_clip(reason))
+
+
+async def mark_unreachable(
+    session: AsyncSession, message_id: int, worker: str, reason: str
+) -> bool:
+    """The member has no channel that can reach them (no chat linked, bot blocked)."""
+    return await _finish(session, message_id, worker, status=UNREACHABLE, last_error=_clip(reason))
+
+
+async def status_counts(session: AsyncSession) -> list[OutboxCount]:
+    """Messages per status, rule and channel, for operators watching the queue."""
+    m = OutboxMessage
+    rows = await session.execute(
+        select(m.status, m.rule, m.channel, func.count()).group_by(m.status, m.rule, m.channel)
+    )
+    counts = [OutboxCount(status, rule, channel, count) for status, rule, channel, count in rows]
+    # Sorted here: SQLite and PostgreSQL disagree on where NULL channels sort.
+    return sorted(counts, key=lambda c: (c.status, c.rule, c.channel or ""))
