@@ -16,10 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
 from db.models import (
+    Booking,
+    ChatBinding,
+    ConversationState,
     Coupon,
+    InviteCode,
     Member,
     MemberTag,
     MileageReading,
+    OutboxMessage,
     PointsEntry,
     PunchCard,
     PunchEntry,
@@ -124,11 +129,40 @@ async def export(session: AsyncSession, member_id: int, *, actor: str) -> dict[s
         "tier_changes": _rows(
             await _all(session, select(TierChange).where(TierChange.member_id == member_id))
         ),
+        "bookings": _rows(
+            await _all(session, select(Booking).where(Booking.member_id == member_id))
+        ),
+        "chats": _rows(
+            await _all(session, select(ChatBinding).where(ChatBinding.member_id == member_id))
+        ),
+        "messages": _rows(
+            await _all(session, select(OutboxMessage).where(OutboxMessage.member_id == member_id))
+        ),
     }
     await audit.record(
         session, actor=actor, action="member.export", entity="member", entity_id=member_id
     )
     return data
+
+
+async def _forget_chats(session: AsyncSession, member_id: int) -> None:
+    """Chat addresses identify the person: drop the bindings, their half-finished flows and any
+    unused invite codes."""
+    chats = (
+        await session.execute(
+            select(ChatBinding.channel, ChatBinding.address).where(
+                ChatBinding.member_id == member_id
+            )
+        )
+    ).all()
+    for channel, address in chats:
+        await session.execute(
+            delete(ConversationState).where(
+                ConversationState.channel == channel, ConversationState.address == address
+            )
+        )
+    await session.execute(delete(ChatBinding).where(ChatBinding.member_id == member_id))
+    await session.execute(delete(InviteCode).where(InviteCode.member_id == member_id))
 
 
 async def erase(session: AsyncSession, member_id: int, *, actor: str, reason: str) -> None:
@@ -147,6 +181,10 @@ async def erase(session: AsyncSession, member_id: int, *, actor: str, reason: st
     member.updated_at = now
     session.add(member)
     await session.execute(delete(MemberTag).where(MemberTag.member_id == member_id))
+    await _forget_chats(session, member_id)
+    # Messages hold names and rendered texts; an erased member is never written to again.
+    await session.execute(delete(OutboxMessage).where(OutboxMessage.member_id == member_id))
+    await session.execute(update(Booking).where(Booking.member_id == member_id).values(note=None))
     cars = (await session.scalars(select(Vehicle.id).where(Vehicle.member_id == member_id))).all()
     for car_id in cars:
         # Plates are unique and required; a placeholder no real plate can match keeps both.

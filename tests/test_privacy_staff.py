@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from db.models import AuditLog, Store, Vehicle
+from db.models import AuditLog, ChatBinding, InviteCode, OutboxMessage, Store, Vehicle
 from db.session import Database
-from domain import members, points, privacy, reports, staff, visits
+from domain import binding, members, points, privacy, reports, staff, visits
 from domain.errors import InvalidInput, NotFound
 from domain.identity import normalize_plate
 from domain.shop import LoyaltyRules
+from scheduler import outbox
 
 RULES = LoyaltyRules()
 DAY = date(2026, 5, 1)
@@ -70,6 +71,23 @@ async def test_export_holds_everything_and_is_json(db: Database) -> None:
 
 async def test_erasure_removes_identity_and_keeps_the_books(db: Database) -> None:
     member_id = await member_with_history(db)
+    now = datetime(2026, 5, 2, 2, 0, tzinfo=UTC)
+    async with db.transaction() as session:
+        code = await binding.create_invite(session, member_id, now, actor="s:1")
+    async with db.transaction() as session:
+        await binding.redeem_invite(session, "telegram", "4242", code, now)
+        await binding.save_state(session, "telegram", "4242", "booking", {"store": 1}, now)
+        intent = outbox.Intent(
+            member_id=member_id,
+            rule="care",
+            occurrence="v1",
+            category="service",
+            template_key="care",
+            locale="zh_CN",
+            not_before=now,
+            context={"name": "孙女士"},
+        )
+        assert await outbox.enqueue(session, [intent]) == 1
     with pytest.raises(InvalidInput):
         async with db.transaction() as session:
             await privacy.erase(session, member_id, actor="manager:1", reason=" ")
@@ -85,6 +103,13 @@ async def test_erasure_removes_identity_and_keeps_the_books(db: Database) -> Non
         assert await points.balance(session, member_id) == 480  # the ledger still adds up
         assert (await reports.chain_size(session)).members == 0
         log = await session.scalar(select(AuditLog).where(AuditLog.action == "member.erase"))
+        assert await binding.member_for(session, "telegram", "4242") is None
+        assert await binding.load_state(session, "telegram", "4242", now) is None
+        for table in (ChatBinding, InviteCode, OutboxMessage):
+            left = await session.scalar(
+                select(func.count()).select_from(table).where(table.member_id == member_id)
+            )
+            assert left == 0, table.__name__
     assert log is not None and "13712345678" not in json.dumps(log.detail)
 
 
