@@ -29,9 +29,6 @@ Audit lines carry ids, the channel and counts; never codes, phones or chat addre
 from __future__ import annotations
 
 import hashlib
-import re
-import secrets
-import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -42,17 +39,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import BindAttempt, ChatBinding, ConversationState, InviteCode, Member
 from db.session import lock_member, upsert_insert
 from domain import audit, members
+from domain.codes import ALPHABET, clean, random_code
 from domain.errors import InvalidInput, InviteInvalid, NotFound, TooManyAttempts
 from domain.identity import normalize_phone
 
 CHANNELS = ("telegram", "wechat", "console")
 VIA_INVITE, VIA_CONTACT = "invite", "contact"
 
-# Crockford base 32: no I, L, O or U, so nothing reads as another character; 32**8 = 2**40.
-CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Crockford base 32 (domain.codes): 32**8 = 2**40.
+CODE_ALPHABET = ALPHABET
 CODE_LENGTH = 8
-_CODE_TYPOS = str.maketrans({"O": "0", "I": "1", "L": "1"})
-_CODE_NOISE = re.compile(r"[\s\-_]")
 
 MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
@@ -73,11 +69,7 @@ class FlowState:
 def normalize_code(text: str) -> str | None:
     """The code as stored, from what a person typed: case, spaces, dashes and the letters that
     look like digits (O, I, L) forgiven. None when it cannot be a code at all."""
-    cleaned = _CODE_NOISE.sub("", unicodedata.normalize("NFKC", text or "")).upper()
-    cleaned = cleaned.translate(_CODE_TYPOS)
-    if len(cleaned) != CODE_LENGTH or any(ch not in CODE_ALPHABET for ch in cleaned):
-        return None
-    return cleaned
+    return clean(text, CODE_LENGTH)
 
 
 def hash_code(code: str) -> str:
@@ -154,7 +146,7 @@ async def _unused_code(session: AsyncSession) -> tuple[str, str]:
     """A random code whose hash no stored invite has; a clash is a 1-in-2**40 event per code,
     but the unique hash would turn one into a failed unit of work."""
     for _ in range(5):
-        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        code = random_code(CODE_LENGTH)
         code_hash = hash_code(code)
         taken = await session.scalar(select(InviteCode.id).where(InviteCode.code_hash == code_hash))
         if taken is None:

@@ -11,7 +11,6 @@ only the first of two racing requests can match.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -22,13 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import Coupon, Reward
 from db.types import utcnow
 from domain import audit, ledger
+from domain.codes import clean, random_code
 from domain.errors import CouponUnavailable, InvalidInput
 
-ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 CODE_LENGTH = 10
 GROUP = 5
 VALUE, PERCENT = "value", "percent"
-_TYPOS = str.maketrans({"O": "0", "I": "1", "L": "1"})
 _MAX_ATTEMPTS = 8
 
 
@@ -42,16 +40,14 @@ class Redemption:
 
 def generate_code() -> str:
     """A fresh random code such as `7KQ2M-9XD4R` (50 bits from `secrets`)."""
-    raw = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
+    raw = random_code(CODE_LENGTH)
     return f"{raw[:GROUP]}-{raw[GROUP:]}"
 
 
 def normalize_code(text: str) -> str:
     """The stored form of what a clerk typed: `7kq2m 9xd4r` → `7KQ2M-9XD4R`."""
-    raw = "".join(ch for ch in (text or "").upper() if ch not in " -").translate(_TYPOS)
-    if len(raw) != CODE_LENGTH or any(ch not in ALPHABET for ch in raw):
-        return ""
-    return f"{raw[:GROUP]}-{raw[GROUP:]}"
+    raw = clean(text, CODE_LENGTH)
+    return f"{raw[:GROUP]}-{raw[GROUP:]}" if raw else ""
 
 
 async def _unused_code(session: AsyncSession) -> str:
