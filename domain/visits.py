@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Member, MileageReading, Tier, Visit
+from db.session import upsert_insert
 from domain import points, tiers
 from domain.errors import InvalidInput, NotFound
 from domain.shop import LoyaltyRules
@@ -60,7 +61,12 @@ async def record(
     session.add(visit)
     await session.flush()
     if vehicle_id is not None and mileage_km is not None:
-        session.add(MileageReading(vehicle_id=vehicle_id, read_on=visited_on, km=mileage_km))
+        # Two visits on one day with the same odometer reading are one reading.
+        await session.execute(
+            upsert_insert(session, MileageReading)
+            .values(vehicle_id=vehicle_id, read_on=visited_on, km=mileage_km, source="visit")
+            .on_conflict_do_nothing()
+        )
     if earn_points:
         tier = await session.get(Tier, member.tier_code)
         earned = points.points_for_spend(

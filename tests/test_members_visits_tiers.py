@@ -126,3 +126,22 @@ async def test_tiers_fall_only_at_review(db: Database) -> None:
         ("standard", "gold", "upgrade"),
         ("gold", "standard", "review"),
     ]
+
+
+async def test_two_visits_with_one_odometer_reading_keep_one_reading(db: Database) -> None:
+    member_id = await _member(db)
+    async with db.transaction() as session:
+        car = await session.scalar(select(Vehicle).where(Vehicle.member_id == member_id))
+        for amount in (4_500, 48_000):  # a wash and an oil service on the same morning
+            await visits.record(
+                session,
+                member_id,
+                date(2026, 4, 1),
+                amount,
+                RULES,
+                vehicle_id=car.id,
+                mileage_km=30_000,
+            )
+    async with db.read() as session:
+        readings = (await session.scalars(select(MileageReading))).all()
+    assert [(r.read_on, r.km) for r in readings] == [(date(2026, 4, 1), 30_000)]
