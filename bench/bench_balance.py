@@ -41,7 +41,8 @@ from db.migrate import upgrade
 from db.models import Member, PointsEntry, Store, Visit
 from db.session import Database, create_engine
 from domain import points, tiers
-from domain.shop import ShopConfig, load_shop_config, sync_shop, to_cents
+from domain.shop import ShopConfig, load_shop_config, to_cents
+from memberbot.runtime import prepare
 
 TODAY = date(2026, 11, 24)
 HISTORY_DAYS = 3 * 365
@@ -318,16 +319,13 @@ class BuildReport:
 
 
 async def _prepare_schema(url: str, config: ShopConfig) -> list[int]:
-    engine = create_engine(url)
+    database = Database.from_url(url)
     try:
-        await upgrade(engine)
-        database = Database(engine)
-        async with database.transaction() as session:
-            await sync_shop(session, config)
+        await prepare(database, config)
         async with database.read() as session:
             return list((await session.scalars(select(Store.id).order_by(Store.id))).all())
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 async def _load(

@@ -29,10 +29,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from db.migrate import upgrade
 from db.session import Database
 from domain.csvimport import ImportResult, import_file
-from domain.shop import load_shop_config, sync_shop
+from domain.shop import load_shop_config
+from memberbot.runtime import prepare
 
 SEED = 20_261_124
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -145,9 +145,7 @@ async def fresh_database(url: str) -> Database:
         for suffix in ("", "-wal", "-shm"):
             Path(parsed.database + suffix).unlink(missing_ok=True)
     db = Database.from_url(url)
-    await upgrade(db.engine)
-    async with db.transaction() as session:
-        await sync_shop(session, load_shop_config(None))
+    await prepare(db, load_shop_config(None))
     return db
 
 

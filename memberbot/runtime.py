@@ -36,7 +36,13 @@ async def start(settings: Settings | None = None, *, migrate: bool = True) -> Ru
     config = load_shop_config(settings.shop_config)
     db = Database.from_url(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     if migrate:
-        await upgrade(db.engine)
-        async with db.transaction() as session:
-            await sync_shop(session, config)
+        await prepare(db, config)
     return Runtime(settings=settings, config=config, db=db)
+
+
+async def prepare(db: Database, config: ShopConfig) -> None:
+    """Migrate the database to the newest schema and sync the chain's configuration into it:
+    what every entry point (CLI, demo, tests, benchmarks) does before touching data."""
+    await upgrade(db.engine)
+    async with db.transaction() as session:
+        await sync_shop(session, config)

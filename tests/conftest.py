@@ -17,9 +17,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from db.migrate import upgrade
 from db.session import Database, create_engine
-from domain.shop import ShopConfig, load_shop_config, sync_shop
+from domain.shop import ShopConfig, load_shop_config
+from memberbot.runtime import prepare
 
 POSTGRES_URL = os.environ.get("MEMBERBOT_TEST_POSTGRES_URL")
 SKIP_PG = (
@@ -38,14 +38,11 @@ def run_blocking(coro: Any) -> Any:
 
 
 async def _migrate_and_sync(url: str, config: ShopConfig) -> None:
-    engine = create_engine(url)
+    database = Database.from_url(url)
     try:
-        await upgrade(engine)
-        database = Database(engine)
-        async with database.transaction() as session:
-            await sync_shop(session, config)
+        await prepare(database, config)
     finally:
-        await engine.dispose()
+        await database.dispose()
 
 
 @pytest.fixture(scope="session")
