@@ -390,3 +390,54 @@ class ConversationState(SQLModel, table=True):
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     updated_at: datetime = _created()
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class SurveyResponse(SQLModel, table=True):
+    """A member's 0-10 answer after a visit (NPS), with an optional comment. One answer per
+    visit: a second tap on the survey changes nothing."""
+
+    __tablename__ = "survey_response"
+    __table_args__ = (UniqueConstraint("member_id", "visit_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    visit_id: int | None = Field(default=None, foreign_key="visit.id", ondelete="SET NULL")
+    score: int = Field(ge=0, le=10)
+    comment: str | None = Field(default=None, sa_type=Text)
+    channel: str = Field(max_length=16)
+    created_at: datetime = _created()
+
+
+class Complaint(SQLModel, table=True):
+    """Something a member wants staff to hear about; open until a staff member answers."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    channel: str = Field(max_length=16)
+    body: str = Field(sa_type=Text)
+    status: str = Field(default="open", max_length=16, index=True)
+    created_at: datetime = _created()
+    answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    answered_by: str | None = Field(default=None, max_length=64)
+    answer: str | None = Field(default=None, sa_type=Text)
+
+
+class MemberScore(SQLModel, table=True):
+    """The nightly segment and churn-risk snapshot of a member, so staff lists and rules read
+    one row instead of recomputing every member's history."""
+
+    __tablename__ = "member_score"
+    __table_args__ = (Index("ix_member_score_risk", "churn_risk"),)
+
+    member_id: int = Field(foreign_key="member.id", primary_key=True, ondelete="CASCADE")
+    as_of: date
+    recency_days: int | None = Field(default=None)
+    frequency: int = Field(default=0)
+    monetary_cents: int = Field(default=0)
+    rfm_score: str = Field(default="", max_length=3)
+    rfm_segment: str = Field(default="", max_length=32)
+    stickiness: str = Field(default="", max_length=16)
+    lifecycle: str = Field(default="", max_length=16)
+    churn_risk: float = Field(default=0.0)
+    reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    computed_at: datetime = _created()

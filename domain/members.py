@@ -92,3 +92,15 @@ async def get(session: AsyncSession, member_id: int) -> Member:
     if member is None or member.erased_at is not None:
         raise NotFound("no such member", member_id=member_id)
     return member
+
+
+async def set_locale(session: AsyncSession, member_id: int, locale: str) -> Member:
+    """The language every message to the member is written in, chat and reminders alike."""
+    if locale not in LOCALES:
+        raise InvalidInput("unsupported language", locale=locale)
+    member = await get(session, member_id)
+    member.locale = locale
+    member.updated_at = utcnow()
+    session.add(member)
+    await session.flush()
+    return member

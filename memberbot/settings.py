@@ -35,6 +35,46 @@ class Settings(BaseSettings):
         default="https://api.telegram.org/bot",
         description="Bot API base URL, for a self-hosted Bot API server.",
     )
+    telegram_bot_username: str | None = Field(
+        default=None,
+        description="The bot's @username, for invite deep links; asked of Telegram when unset.",
+    )
+    telegram_webhook_url: str | None = Field(
+        default=None,
+        description="Public HTTPS URL for webhook mode; unset = long polling.",
+    )
+    telegram_webhook_secret: str | None = Field(
+        default=None,
+        description="Secret token Telegram must send with every webhook call (required with it).",
+    )
+    telegram_webhook_listen: str = Field(
+        default="127.0.0.1", description="Address the webhook server listens on."
+    )
+    telegram_webhook_port: int = Field(default=8443, description="Port of the webhook server.")
+    chat_state_ttl_minutes: int = Field(
+        default=30, description="How long a half-finished chat flow (a booking) is remembered."
+    )
+    quiet_hours: str = Field(
+        default="21:00-09:00",
+        description="Local hours (store time zone) when no message is sent; they wait instead.",
+    )
+    marketing_cap: int = Field(
+        default=2, description="Most marketing messages one member gets per cap window."
+    )
+    marketing_cap_days: int = Field(default=7, description="The cap window, in days.")
+    daily_rules_at: str = Field(
+        default="08:30", description="Local time the daily lifecycle rules run (HH:MM)."
+    )
+    dispatch_interval_seconds: float = Field(
+        default=5.0, description="How often the dispatcher looks for due messages."
+    )
+    dispatch_batch: int = Field(default=200, description="Messages one dispatcher claims at once.")
+    telegram_rate_per_second: float = Field(
+        default=30.0, description="Overall Telegram send rate the dispatcher keeps under."
+    )
+    telegram_chat_interval_seconds: float = Field(
+        default=1.0, description="Least time between two messages to one Telegram chat."
+    )
 
 
 @lru_cache

@@ -1,0 +1,375 @@
+"""The conversation core: one inbound event from any channel in, channel-neutral replies out.
+
+Channels (Telegram, WeChat, the console) translate their updates into an `Event` and show the
+`Reply`s they get back; they hold no rule. The core finds the member the chat speaks for, the
+flow the chat is in (kept in the database, so a restart or another process carries on), and
+routes the event to a flow in `bot/flows/`:
+
+* a command (`/points`) or free text that names an intent (积分, "book") runs that intent;
+* a button runs the flow action its data names (`booking:day:2026-12-01`);
+* free text while a flow waits for words (a complaint, an invite code) goes to that flow;
+* anything else gets the menu, never a dead end.
+
+Every text a member reads is rendered from `templates/messages/<locale>/chat/`. Domain refusals
+(`DomainError`) become the `chat/error` message for their key; nothing a member sends can crash
+the chat.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import intents
+from db.models import Member
+from db.session import Database
+from db.types import utcnow
+from domain import binding
+from domain.binding import FlowState
+from domain.errors import DomainError
+from domain.messages import DEFAULT_LOCALE, LOCALES, Renderer, resolve_locale
+from domain.shop import ShopConfig
+
+log = logging.getLogger(__name__)
+
+TEXT, BUTTON, CONTACT, COMMAND = "text", "button", "contact", "command"
+EVENT_KINDS = (TEXT, BUTTON, CONTACT, COMMAND)
+# Telegram carries at most 64 bytes of callback data; every channel keeps to that.
+BUTTON_DATA_MAX = 64
+_BUTTON_DATA = re.compile(r"[a-z][a-z0-9_]{0,15}:[a-z][a-z0-9_]{0,23}(:[A-Za-z0-9_.+-]{1,24})*")
+TEXT_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Button:
+    """A choice offered under a reply; `data` comes back verbatim when it is pressed."""
+
+    label: str
+    data: str
+
+    def __post_init__(self) -> None:
+        if len(self.data.encode()) > BUTTON_DATA_MAX or not _BUTTON_DATA.fullmatch(self.data):
+            raise ValueError(f"button data {self.data!r} is not valid")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One message to show: text, rows of buttons, and perhaps an offer to share a contact."""
+
+    text: str
+    buttons: tuple[tuple[Button, ...], ...] = ()
+    contact_button: str = ""  # label of a "share my phone" button, where the channel has one
+
+    def all_buttons(self) -> list[Button]:
+        return [button for row in self.buttons for button in row]
+
+
+@dataclass(frozen=True)
+class Event:
+    """What a chat sent, as any channel can describe it.
+
+    `sender_id` is the channel's id of the person (Telegram user id), which with
+    `contact_user_id` proves a shared contact is the sender's own. `language` is the client's
+    language hint, used until the chat is bound to a member with a language of their own.
+    """
+
+    channel: str
+    address: str
+    kind: str
+    text: str = ""
+    command: str = ""
+    data: str = ""
+    sender_id: int | None = None
+    contact_user_id: int | None = None
+    contact_phone: str = ""
+    language: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}")
+
+
+class Stale(Exception):
+    """A button or step that no longer fits the chat (an old keyboard, a flow that lapsed, a
+    forged callback): the member gets a polite note and the menu."""
+
+
+Handler = Callable[["Turn", Sequence[str]], Awaitable[list[Reply]]]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One flow's entry points.
+
+    `intents` are what commands and keywords name (`points`, `book`); `actions` answer button
+    data `<name>:<action>:<args…>`; `on_text` takes free text while the chat's saved state
+    belongs to this flow. `public` flows also serve chats not yet bound to a member.
+    """
+
+    name: str
+    intents: Mapping[str, Handler] = field(default_factory=dict)
+    actions: Mapping[str, Handler] = field(default_factory=dict)
+    on_text: Handler | None = None
+    public: bool = False
+
+
+@dataclass
+class Turn:
+    """Everything a flow handler may use for one event: who, in which language, when, and
+    short-lived sessions on the database. Handlers open their own units of work so a read
+    never holds the write lock."""
+
+    chat: Chat
+    event: Event
+    member: Member | None
+    state: FlowState | None
+    locale: str
+    now: datetime
+
+    @property
+    def config(self) -> ShopConfig:
+        return self.chat.config
+
+    @property
+    def member_id(self) -> int:
+        if self.member is None or self.member.id is None:
+            raise Stale("no member bound to this chat")
+        return self.member.id
+
+    @property
+    def actor(self) -> str:
+        """Who the audit log names for what this chat does."""
+        return f"chat:{self.event.channel}"
+
+    def today(self, timezone: str | None = None) -> date:
+        """The business day in a store's time zone (the chain's first store by default)."""
+        zone = ZoneInfo(timezone or self.config.stores[0].timezone)
+        return self.now.astimezone(zone).date()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        async with self.chat.db.read() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        async with self.chat.db.transaction() as session:
+            yield session
+
+    def text(self, key: str, **context: Any) -> str:
+        """The chat template `chat/<key>` rendered in the member's language."""
+        return self.chat.render(key, self.locale, self._context(context))
+
+    def say(
+        self,
+        key: str,
+        buttons: Sequence[Sequence[Button]] = (),
+        *,
+        ask_contact: bool = False,
+        **context: Any,
+    ) -> Reply:
+        return Reply(
+            text=self.text(key, **context),
+            buttons=tuple(tuple(row) for row in buttons if row),
+            contact_button=self.label("share_contact") if ask_contact else "",
+        )
+
+    def label(self, name: str) -> str:
+        """A short button label. Plain names come from the shared table `chat/label`; a flow's
+        own labels are named `<flow>.<name>` and live in `chat/<flow>_labels`."""
+        flow, _, own = name.rpartition(".")
+        key = f"{flow}_labels" if flow else "label"
+        return self.chat.render(key, self.locale, {"name": own})
+
+    def button(self, name: str, data: str | None = None) -> Button:
+        """A labelled button; without data it runs the intent of the same name."""
+        return Button(self.label(name), data or f"go:{name}")
+
+    def menu(self) -> list[list[Button]]:
+        """The main menu, two buttons a row: every member feature is one tap away."""
+        names = intents.MENU if self.member is not None else intents.UNBOUND_MENU
+        buttons = [self.button(name) for name in names]
+        return [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
+
+    async def save_state(self, flow: str, data: dict[str, Any]) -> None:
+        async with self.write() as session:
+            await binding.save_state(
+                session,
+                self.event.channel,
+                self.event.address,
+                flow,
+                data,
+                self.now,
+                self.chat.state_ttl_minutes,
+            )
+        self.state = FlowState(flow=flow, data=dict(data), updated_at=self.now, expires_at=self.now)
+
+    async def clear_state(self) -> None:
+        if self.state is None:
+            return
+        async with self.write() as session:
+            await binding.clear_state(session, self.event.channel, self.event.address)
+        self.state = None
+
+    def _context(self, extra: Mapping[str, Any]) -> dict[str, Any]:
+        context: dict[str, Any] = {"today": self.today(), "locale": self.locale}
+        if self.member is not None:
+            context["member"] = {"name": self.member.name, "member_ref": self.member.member_ref}
+        context.update(extra)
+        return context
+
+
+class Chat:
+    """The conversation core shared by every channel: `await chat.handle(event)`."""
+
+    def __init__(
+        self,
+        db: Database,
+        config: ShopConfig,
+        *,
+        flows: Sequence[Flow] | None = None,
+        renderer: Renderer | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        region: str = "CN",
+        default_locale: str = DEFAULT_LOCALE,
+        state_ttl_minutes: int = binding.DEFAULT_STATE_TTL_MINUTES,
+        bot_username: str | None = None,
+    ) -> None:
+        if flows is None:
+            from bot.flows import ALL_FLOWS
+
+            flows = ALL_FLOWS
+        self.db = db
+        self.config = config
+        self.renderer = renderer or Renderer()
+        self.clock = clock
+        self.region = region
+        self.default_locale = resolve_locale(default_locale)
+        self.state_ttl_minutes = state_ttl_minutes
+        self.bot_username = bot_username
+        self.flows = {flow.name: flow for flow in flows}
+        self._intents: dict[str, tuple[Flow, Handler]] = {}
+        for flow in flows:
+            for name, handler in flow.intents.items():
+                if name in self._intents:
+                    raise ValueError(f"intent {name!r} claimed by two flows")
+                self._intents[name] = (flow, handler)
+
+    def render(self, key: str, locale: str, context: Mapping[str, Any]) -> str:
+        return self.renderer.render(f"chat/{key}", locale, context)
+
+    async def handle(self, event: Event) -> list[Reply]:
+        """The replies to one event. Never raises for anything the sender did."""
+        turn = await self._turn(event)
+        try:
+            return await self._route(turn)
+        except Stale:
+            return [turn.say("stale", turn.menu())]
+        except DomainError as exc:
+            return [turn.say("error", turn.menu(), error={"key": exc.key, **_params(exc)})]
+
+    async def _turn(self, event: Event) -> Turn:
+        now = self.clock()
+        async with self.db.read() as session:
+            member = await binding.member_for(session, event.channel, event.address)
+            state = await binding.load_state(session, event.channel, event.address, now)
+        if member is not None:
+            locale = resolve_locale(member.locale)
+        elif state is not None and state.data.get("locale") in LOCALES:
+            locale = state.data["locale"]
+        else:
+            locale = _client_locale(event.language, self.default_locale)
+        return Turn(self, event, member, state, locale, now)
+
+    async def _route(self, turn: Turn) -> list[Reply]:
+        event = turn.event
+        if event.kind == BUTTON:
+            return await self._button(turn, event.data)
+        if event.kind == CONTACT:
+            return await self._run_intent(turn, "contact", [event.contact_phone])
+        if event.kind == COMMAND:
+            name = intents.command_intent(event.command)
+            if name is None:
+                return [turn.say("menu", turn.menu(), unknown=True)]
+            args = [event.text] if event.text.strip() else []
+            return await self._run_intent(turn, name, args)
+        return await self._text(turn, event.text.strip()[:TEXT_MAX])
+
+    async def _text(self, turn: Turn, text: str) -> list[Reply]:
+        flow = self.flows.get(turn.state.flow) if turn.state is not None else None
+        if flow is not None and flow.on_text is not None and (flow.public or turn.member):
+            return await flow.on_text(turn, [text])
+        name = intents.text_intent(text)
+        if name is not None:
+            return await self._run_intent(turn, name, [])
+        if turn.member is None:
+            return await self._run_intent(turn, "code", [text])
+        return [turn.say("menu", turn.menu(), unknown=bool(text))]
+
+    async def _run_intent(self, turn: Turn, name: str, args: Sequence[str]) -> list[Reply]:
+        found = self._intents.get(name)
+        if found is None:
+            return [turn.say("menu", turn.menu(), unknown=True)]
+        flow, handler = found
+        if turn.member is None and not flow.public:
+            return await self._run_intent(turn, "how_to_bind", [])
+        return await handler(turn, args)
+
+    async def _button(self, turn: Turn, data: str) -> list[Reply]:
+        if not _BUTTON_DATA.fullmatch(data or "") or len(data.encode()) > BUTTON_DATA_MAX:
+            raise Stale("malformed button data")
+        flow_name, action, *args = data.split(":")
+        if flow_name == "go":
+            if args:
+                raise Stale("menu buttons take no arguments")
+            return await self._run_intent(turn, action, [])
+        flow = self.flows.get(flow_name)
+        handler = flow.actions.get(action) if flow is not None else None
+        if flow is None or handler is None:
+            raise Stale("no such button")
+        if turn.member is None and not flow.public:
+            return await self._run_intent(turn, "how_to_bind", [])
+        return await handler(turn, args)
+
+
+def _client_locale(language: str | None, default: str) -> str:
+    """The language an unbound chat is greeted in: the client's, if we speak it."""
+    if not language:
+        return default
+    chosen = resolve_locale(language)
+    language_part = language.replace("-", "_").split("_")[0].lower()
+    return chosen if chosen.split("_")[0] == language_part else default
+
+
+def _params(exc: DomainError) -> dict[str, Any]:
+    """What a message template may say about a refusal: plain values only."""
+    return {
+        key: value
+        for key, value in (exc.params or {}).items()
+        if isinstance(value, str | int | float | date) and key != "key"
+    }
+
+
+__all__ = [
+    "BUTTON",
+    "COMMAND",
+    "CONTACT",
+    "LOCALES",
+    "TEXT",
+    "Button",
+    "Chat",
+    "Event",
+    "Flow",
+    "Handler",
+    "Reply",
+    "Stale",
+    "Turn",
+]
