@@ -43,8 +43,9 @@ from domain.codes import ALPHABET, clean, random_code
 from domain.errors import InvalidInput, InviteInvalid, NotFound, TooManyAttempts
 from domain.identity import normalize_phone
 
-CHANNELS = ("telegram", "wechat", "console")
-VIA_INVITE, VIA_CONTACT = "invite", "contact"
+TELEGRAM, WECHAT, CONSOLE = "telegram", "wechat", "console"
+CHANNELS = (TELEGRAM, WECHAT, CONSOLE)
+VIA_INVITE, VIA_CONTACT, VIA_CONSOLE = "invite", "contact", "console"
 
 # Crockford base 32 (domain.codes): 32**8 = 2**40.
 CODE_ALPHABET = ALPHABET
@@ -475,3 +476,24 @@ async def clear_state(session: AsyncSession, channel: str, address: str) -> None
             ConversationState.channel == channel, ConversationState.address == address
         )
     )
+
+
+async def bind_console(
+    session: AsyncSession, address: str, member_id: int, now: datetime, *, actor: str
+) -> ChatBinding:
+    """Bind a console session to a member the operator picked (`memberbot chat --phone`): the
+    operator is trusted staff at a terminal, so no invite is needed, but only the console
+    channel can be bound this way and the audit log names who did it."""
+    _check_chat(CONSOLE, address)
+    _check_now(now)
+    await members.get(session, member_id)
+    bound = await _bind(session, CONSOLE, address, member_id, VIA_CONSOLE, now)
+    await audit.record(
+        session,
+        actor=actor,
+        action="chat.console",
+        entity="member",
+        entity_id=member_id,
+        detail={"binding_id": bound.id},
+    )
+    return bound

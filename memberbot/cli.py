@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -15,11 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bot.channels.console import interact, script, show
 from db.models import Staff
-from domain import csvimport, members, points, privacy, profiles, staff, tiers
-from domain.errors import ConfigError, DomainError
+from db.types import utcnow
+from domain import binding, csvimport, members, points, privacy, profiles, staff, tiers
+from domain.errors import ConfigError, DomainError, NotFound
+from memberbot import consolechat, importview, runtime, staffview
 from memberbot import demo as demo_chain
-from memberbot import importview, runtime, staffview
+from memberbot.settings import Settings
 
 T = TypeVar("T")
 
@@ -36,11 +40,11 @@ console = Console()
 err = Console(stderr=True)
 
 
-def run(work: Callable[[runtime.Runtime], Awaitable[T]]) -> T:
+def run(work: Callable[[runtime.Runtime], Awaitable[T]], settings: Settings | None = None) -> T:
     """Start the runtime, run one unit of work, and turn domain errors into clear exits."""
 
     async def _main() -> T:
-        rt = await runtime.start()
+        rt = await runtime.start(settings)
         try:
             return await work(rt)
         finally:
@@ -335,6 +339,9 @@ def demo(
     export: Annotated[
         str | None, typer.Option(help="Keep the generated CSV files in this folder.")
     ] = None,
+    chat: Annotated[
+        bool, typer.Option("--chat/--no-chat", help="End in the sample member's chat.")
+    ] = True,
 ) -> None:
     """Build a demo chain (3 stores, members, cars, 3 years of visits) and show around it."""
     options = demo_chain.DemoOptions(
@@ -347,3 +354,92 @@ def demo(
     with clear_errors(demo_chain.NotADemoDatabase):
         summary = demo_chain.run(options, console)
     demo_chain.render(console, summary)
+    if chat:
+        _demo_chat(database_url, summary.sample.member.member_ref if summary.sample else None)
+
+
+def _demo_chat(database_url: str, member_ref: str | None) -> None:
+    """End the demo in the member's chat: a live console in a terminal, else a scripted tour."""
+    settings = Settings(database_url=database_url, shop_config=demo_chain.DEMO_SHOP)
+    live = sys.stdin.isatty() and sys.stdout.isatty()
+
+    async def work(rt: runtime.Runtime) -> None:
+        member = await consolechat.first_member(rt, member_ref)
+        if member is None:
+            return
+        session = await consolechat.open_session(rt, member, actor="demo")
+        console.rule(f"[bold]The member's chat[/bold] ({member.member_ref}, as on Telegram)")
+        if live:
+            console.print("Type a number to press a button, words like 积分 or 预约, q to quit.")
+            await interact(session, console, console.input)
+        else:
+            await script(session, console, consolechat.TOUR)
+            console.print("Talk to the bot yourself: memberbot chat --demo")
+
+    run(work, settings)
+
+
+@member_app.command("invite")
+def member_invite(
+    query: Query,
+    hours: Annotated[int, typer.Option(min=1, max=24 * 14, help="How long the code works.")] = 24,
+    actor: Annotated[str, typer.Option(help="Who creates it (audited).")] = "cli",
+) -> None:
+    """A one-time code (and Telegram link) that binds the member's chat; older codes stop
+    working."""
+
+    async def work(rt: runtime.Runtime) -> tuple[str, str, str | None]:
+        async with rt.db.transaction() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            code = await binding.create_invite(
+                session, int(member.id or 0), utcnow(), ttl_minutes=hours * 60, actor=actor
+            )
+        return member.member_ref, code, rt.settings.telegram_bot_username
+
+    ref, code, username = run(work)
+    console.print(f"{ref}: invite code [bold]{code}[/bold], valid for {hours} h, single use.")
+    if username:
+        console.print(f"Telegram link: https://t.me/{username.lstrip('@')}?start={code}")
+    else:
+        console.print(
+            "Set MEMBERBOT_TELEGRAM_BOT_USERNAME to print the Telegram link; the member can "
+            "also type the code to the bot."
+        )
+
+
+@app.command("chat")
+def chat(
+    message: Annotated[
+        str | None, typer.Argument(help="Send this one message, print the answer and exit.")
+    ] = None,
+    phone: Annotated[
+        str | None, typer.Option("--phone", help="The member: phone, plate or member number.")
+    ] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Talk as the demo's sample member, in the demo database.")
+    ] = False,
+) -> None:
+    """Talk to the bot as a member, in the terminal: the same conversation as on Telegram."""
+    if phone is None and not demo:
+        err.print("Name the member with --phone (phone, plate or member number), or use --demo.")
+        raise typer.Exit(2)
+    settings = (
+        Settings(database_url=demo_chain.DEFAULT_DATABASE_URL, shop_config=demo_chain.DEMO_SHOP)
+        if demo
+        else None
+    )
+
+    async def work(rt: runtime.Runtime) -> None:
+        if phone is not None:
+            member = await consolechat.find_member(rt, phone)
+        else:
+            member = await consolechat.first_member(rt)
+            if member is None:
+                raise NotFound("the demo database is empty: run `memberbot demo` first")
+        session = await consolechat.open_session(rt, member)
+        if message is not None:
+            show(console, await session.send(message))
+        else:
+            await interact(session, console, console.input)
+
+    run(work, settings)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from bot.conversation import Chat
 from db.migrate import upgrade
 from db.session import Database
 from domain.shop import ShopConfig, load_shop_config, sync_shop
@@ -19,6 +20,17 @@ class Runtime:
     settings: Settings
     config: ShopConfig
     db: Database
+
+    def chat(self) -> Chat:
+        """The conversation core every channel of this process shares."""
+        return Chat(
+            self.db,
+            self.config,
+            region=self.settings.default_region,
+            default_locale=self.settings.default_locale,
+            state_ttl_minutes=self.settings.chat_state_ttl_minutes,
+            bot_username=self.settings.telegram_bot_username,
+        )
 
     def today(self) -> date:
         """Today in the chain's first store's time zone: the business day, not UTC's."""

@@ -1,0 +1,45 @@
+"""`memberbot chat`: a member's conversation in the terminal, over the same core as Telegram.
+
+The operator picks the member (by phone, plate or member number, or the demo's sample member);
+the console session is bound to that member directly, which only the console channel allows and
+the audit log records.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from bot.channels.console import ConsoleSession
+from db.models import Member
+from db.types import utcnow
+from domain import binding, members
+from memberbot.runtime import Runtime
+
+# What the demo plays when there is no terminal to talk in: the things members come for.
+TOUR = ("我的积分", "等级", "优惠券", "/book", "1", "1", "1", "1", "1", "/language", "2", "points")
+
+
+async def find_member(rt: Runtime, query: str) -> Member:
+    async with rt.db.read() as session:
+        return await members.find(session, query, rt.settings.default_region)
+
+
+async def first_member(rt: Runtime, preferred_ref: str | None = None) -> Member | None:
+    """The member a demo session speaks for: the showcase member, else the first one."""
+    async with rt.db.read() as session:
+        if preferred_ref:
+            found = await session.scalar(select(Member).where(Member.member_ref == preferred_ref))
+            if found is not None and found.erased_at is None:
+                return found
+        return await session.scalar(
+            select(Member).where(Member.erased_at.is_(None)).order_by(Member.id).limit(1)
+        )
+
+
+async def open_session(rt: Runtime, member: Member, *, actor: str = "cli") -> ConsoleSession:
+    """A console session bound to the member; the same member keeps the same session (and any
+    half-finished flow) from one run to the next."""
+    address = f"member-{member.id}"
+    async with rt.db.transaction() as session:
+        await binding.bind_console(session, address, int(member.id or 0), utcnow(), actor=actor)
+    return ConsoleSession(rt.chat(), address, phone=member.phone or "")
