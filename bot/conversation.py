@@ -44,7 +44,7 @@ TEXT, BUTTON, CONTACT, COMMAND = "text", "button", "contact", "command"
 EVENT_KINDS = (TEXT, BUTTON, CONTACT, COMMAND)
 # Telegram carries at most 64 bytes of callback data; every channel keeps to that.
 BUTTON_DATA_MAX = 64
-_BUTTON_DATA = re.compile(r"[a-z][a-z0-9_]{0,15}:[a-z][a-z0-9_]{0,23}(:[A-Za-z0-9_.+-]{1,24})*")
+_BUTTON_DATA = re.compile(r"[a-z][a-z0-9_]{0,15}:[a-z][a-z0-9_]{0,23}(:[A-Za-z0-9_.+-]{1,32})*")
 TEXT_MAX = 1000
 
 

@@ -4,6 +4,6 @@
 from __future__ import annotations
 
 from bot.conversation import Flow
-from bot.flows import account
+from bot.flows import account, loyalty, rewards
 
-ALL_FLOWS: list[Flow] = [account.FLOW]
+ALL_FLOWS: list[Flow] = [account.FLOW, loyalty.FLOW, rewards.FLOW]
