@@ -48,6 +48,13 @@ class BookingLine:
     member_name: str
     service_name_zh: str
     service_name_en: str
+    member_ref: str = ""
+    member_phone: str | None = None  # personal data: mask it wherever it is shown
+    vehicle_plate: str | None = None  # personal data: mask it wherever it is shown
+
+    @property
+    def ref(self) -> str:
+        return reference(self.booking)
 
 
 # ---------------------------------------------------------------- opening hours and the grid
@@ -144,6 +151,48 @@ async def _lock_store(session: AsyncSession, store_id: int) -> None:
         await session.execute(select(Store.id).where(Store.id == store_id).with_for_update())
 
 
+# ---------------------------------------------------------------- what can be booked
+
+
+def reference(booking: Booking) -> str:
+    """The short reference a member quotes at the counter ("B000123"): the same in the chat,
+    reminders and the staff day sheet."""
+    if booking.id is None:
+        raise InvalidInput("an unsaved booking has no reference")
+    return f"B{booking.id:06d}"
+
+
+async def open_stores(session: AsyncSession) -> list[Store]:
+    """The stores members may book at, in a stable order."""
+    query = select(Store).where(Store.active.is_(True)).order_by(Store.id)
+    return list((await session.scalars(query)).all())
+
+
+async def store_by_code(session: AsyncSession, code: str) -> Store:
+    store = await session.scalar(select(Store).where(Store.code == code))
+    if store is None:
+        raise NotFound("no such store", store_code=code)
+    return store
+
+
+async def bookable_services(session: AsyncSession) -> list[Service]:
+    """The services members may book, in the order the shop configured them."""
+    query = select(Service).where(Service.active.is_(True)).order_by(Service.id)
+    return list((await session.scalars(query)).all())
+
+
+async def member_vehicles(session: AsyncSession, member_id: int) -> list[Vehicle]:
+    """The cars a member may book for, oldest on file first."""
+    query = select(Vehicle).where(Vehicle.member_id == member_id).order_by(Vehicle.id)
+    return list((await session.scalars(query)).all())
+
+
+def ensure_changeable(booking: Booking, now: datetime, rules: BookingRules) -> None:
+    """Raise the refusal a cancel or reschedule of `booking` would meet now, so a channel can
+    say so before the member picks a new time rather than after."""
+    _check_changeable(booking, now, rules)
+
+
 # ---------------------------------------------------------------- reading
 
 
@@ -233,10 +282,20 @@ async def day_sheet(
 
 def _lines():  # type: ignore[no-untyped-def]
     return (
-        select(Booking, Store, Member.name, Service.name_zh, Service.name_en)
+        select(
+            Booking,
+            Store,
+            Member.name,
+            Service.name_zh,
+            Service.name_en,
+            Member.member_ref,
+            Member.phone,
+            Vehicle.plate,
+        )
         .join(Store, Store.id == Booking.store_id)
         .join(Member, Member.id == Booking.member_id)
         .outerjoin(Service, Service.code == Booking.service_code)
+        .outerjoin(Vehicle, Vehicle.id == Booking.vehicle_id)
         .order_by(Booking.starts_at, Booking.id)
     )
 
@@ -251,8 +310,11 @@ async def _run_lines(session: AsyncSession, query) -> list[BookingLine]:  # type
             member_name=member_name,
             service_name_zh=name_zh or booking.service_code,
             service_name_en=name_en or booking.service_code,
+            member_ref=member_ref,
+            member_phone=phone,
+            vehicle_plate=plate,
         )
-        for booking, store, member_name, name_zh, name_en in rows
+        for booking, store, member_name, name_zh, name_en, member_ref, phone, plate in rows
     ]
 
 

@@ -18,6 +18,7 @@ from sqlmodel import SQLModel
 from db.models import (
     Booking,
     ChatBinding,
+    Complaint,
     ConversationState,
     Coupon,
     InviteCode,
@@ -29,6 +30,7 @@ from db.models import (
     PunchCard,
     PunchEntry,
     StoredValueEntry,
+    SurveyResponse,
     TierChange,
     Vehicle,
     Visit,
@@ -138,6 +140,12 @@ async def export(session: AsyncSession, member_id: int, *, actor: str) -> dict[s
         "messages": _rows(
             await _all(session, select(OutboxMessage).where(OutboxMessage.member_id == member_id))
         ),
+        "survey_responses": _rows(
+            await _all(session, select(SurveyResponse).where(SurveyResponse.member_id == member_id))
+        ),
+        "complaints": _rows(
+            await _all(session, select(Complaint).where(Complaint.member_id == member_id))
+        ),
     }
     await audit.record(
         session, actor=actor, action="member.export", entity="member", entity_id=member_id
@@ -185,6 +193,11 @@ async def erase(session: AsyncSession, member_id: int, *, actor: str, reason: st
     # Messages hold names and rendered texts; an erased member is never written to again.
     await session.execute(delete(OutboxMessage).where(OutboxMessage.member_id == member_id))
     await session.execute(update(Booking).where(Booking.member_id == member_id).values(note=None))
+    # Scores stay for the NPS history; the member's own words (comments, complaints) go.
+    await session.execute(
+        update(SurveyResponse).where(SurveyResponse.member_id == member_id).values(comment=None)
+    )
+    await session.execute(delete(Complaint).where(Complaint.member_id == member_id))
     cars = (await session.scalars(select(Vehicle.id).where(Vehicle.member_id == member_id))).all()
     for car_id in cars:
         # Plates are unique and required; a placeholder no real plate can match keeps both.

@@ -19,10 +19,11 @@ from rich.table import Table
 from bot.channels.console import interact, script, show
 from db.models import Staff
 from db.types import utcnow
-from domain import binding, csvimport, members, points, privacy, profiles, staff, tiers
+from domain import binding, bookings, csvimport, members, points, privacy, profiles, staff, tiers
 from domain.errors import ConfigError, DomainError, NotFound
-from memberbot import consolechat, importview, runtime, staffview
+from memberbot import bookingview, consolechat, importview, runtime, staffview
 from memberbot import demo as demo_chain
+from memberbot.feedbackview import complaints_app
 from memberbot.settings import Settings
 
 T = TypeVar("T")
@@ -36,6 +37,9 @@ staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 app.add_typer(staff_app, name="staff")
 app.add_typer(points_app, name="points")
 app.add_typer(tiers_app, name="tiers")
+app.add_typer(complaints_app, name="complaints")
+bookings_app = typer.Typer(help="Bookings at the stores.", no_args_is_help=True)
+app.add_typer(bookings_app, name="bookings")
 console = Console()
 err = Console(stderr=True)
 
@@ -443,3 +447,25 @@ def chat(
             await interact(session, console, console.input)
 
     run(work, settings)
+
+
+@bookings_app.command("day")
+def bookings_day(
+    store: Annotated[str, typer.Option("--store", help="Store code, as in shop.yaml.")],
+    on: Annotated[
+        str | None, typer.Option("--date", help="Day, YYYY-MM-DD; default the store's today.")
+    ] = None,
+    cancelled: Annotated[
+        bool, typer.Option("--cancelled", help="Also list cancelled bookings.")
+    ] = False,
+) -> None:
+    """One store's bookings for a day, in time order: the counter's sheet."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        async with rt.db.read() as session:
+            shop = await bookings.store_by_code(session, store)
+            day = _as_of(rt, on) if on else bookingview.store_today(shop, utcnow())
+            lines = await bookings.day_sheet(session, shop.id, day, include_cancelled=cancelled)
+        bookingview.render_day(console, lines, shop, day)
+
+    run(work)

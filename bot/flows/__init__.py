@@ -4,6 +4,12 @@
 from __future__ import annotations
 
 from bot.conversation import Flow
-from bot.flows import account, loyalty, rewards
+from bot.flows import account, booking, feedback, loyalty, rewards
 
-ALL_FLOWS: list[Flow] = [account.FLOW, loyalty.FLOW, rewards.FLOW]
+ALL_FLOWS: list[Flow] = [
+    account.FLOW,
+    loyalty.FLOW,
+    rewards.FLOW,
+    booking.FLOW,
+    feedback.FLOW,
+]

@@ -1,0 +1,364 @@
+"""What members tell the chain: a 0-10 answer after a visit (NPS) with an optional comment, and
+complaints that staff answer.
+
+A survey answer belongs to one of the member's own visits and is given once: a second tap on an
+old survey message changes nothing, so a member cannot swing the score by tapping twice. The
+score is also written to `Visit.satisfaction`, which the segments and churn rules read.
+
+Complaints stay open until a staff member of the member's home store (or a chain-wide manager)
+answers; the answer is returned so the caller can deliver it to the member. What staff do is
+audited with ids only: complaint texts and answers may hold personal details and stay out of
+the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Complaint, Member, Staff, Store, SurveyResponse, Visit
+from db.session import lock_member
+from domain import audit, members, staff
+from domain.binding import CHANNELS as CHAT_CHANNELS
+from domain.errors import InvalidInput, NotFound
+
+SCORE_MIN, SCORE_MAX = 0, 10
+PROMOTER_MIN = 9  # 9 and 10 recommend us
+DETRACTOR_MAX = 6  # 0 to 6 warn others off; 7 and 8 are passive
+TEXT_MAX = 1000
+# Where feedback arrives: the chat channels, and the counter when staff type it in for a member.
+CHANNELS = (*CHAT_CHANNELS, "counter")
+OPEN, ANSWERED = "open", "answered"
+OPEN_LIST_MAX = 500
+
+
+@dataclass(frozen=True)
+class VisitToRate:
+    """The visit a survey asks about and the member's answer, when they already gave one."""
+
+    visit_id: int
+    visited_on: date
+    store_name: str | None
+    response: SurveyResponse | None
+
+
+@dataclass(frozen=True)
+class OpenComplaint:
+    """A complaint waiting for an answer, with what staff need to place the member. `phone` is
+    in clear: views mask it."""
+
+    complaint: Complaint
+    member_ref: str
+    phone: str | None
+    home_store_id: int | None
+    home_store_code: str | None
+
+
+@dataclass(frozen=True)
+class ComplaintAnswer:
+    """What the member should be told, and to whom: the delivery is the caller's job."""
+
+    complaint_id: int
+    member_id: int
+    locale: str
+    filed_at: datetime
+    answer: str
+    answered_at: datetime
+
+
+@dataclass(frozen=True)
+class NpsReport:
+    """Net Promoter Score over a period: % promoters minus % detractors, None without answers."""
+
+    promoters: int
+    passives: int
+    detractors: int
+
+    @property
+    def total(self) -> int:
+        return self.promoters + self.passives + self.detractors
+
+    @property
+    def score(self) -> int | None:
+        if self.total == 0:
+            return None
+        return _percent(self.promoters - self.detractors, self.total)
+
+
+def _percent(part: int, whole: int) -> int:
+    """100 * part / whole rounded half away from zero, in integers (no float drift)."""
+    magnitude = (200 * abs(part) + whole) // (2 * whole)
+    return magnitude if part >= 0 else -magnitude
+
+
+def _text(value: str | None, what: str) -> str:
+    """Stripped member or staff text of 1..TEXT_MAX characters."""
+    text = (value or "").strip()
+    if not text:
+        raise InvalidInput(f"the {what} is empty", reason="empty")
+    if len(text) > TEXT_MAX:
+        raise InvalidInput(
+            f"the {what} is longer than {TEXT_MAX} characters", reason="too_long", limit=TEXT_MAX
+        )
+    return text
+
+
+def _check_channel(channel: str) -> None:
+    if channel not in CHANNELS:
+        raise InvalidInput("unknown feedback channel", channel=channel)
+
+
+def _check_score(score: object) -> int:
+    # bool is an int in Python; True is not a score.
+    if isinstance(score, bool) or not isinstance(score, int) or not SCORE_MIN <= score <= SCORE_MAX:
+        raise InvalidInput("a score is a whole number from 0 to 10", score=str(score))
+    return score
+
+
+async def _visit(session: AsyncSession, member_id: int, visit_id: int | None) -> Visit:
+    """The member's own visit, or their most recent one; NotFound otherwise, the same answer
+    for a visit that does not exist and one that is someone else's."""
+    if visit_id is None:
+        visit = await session.scalar(
+            select(Visit)
+            .where(Visit.member_id == member_id)
+            .order_by(Visit.visited_on.desc(), Visit.id.desc())
+            .limit(1)
+        )
+    else:
+        visit = await session.get(Visit, visit_id)
+    if visit is None or visit.member_id != member_id:
+        raise NotFound("no such visit", query_kind="visit")
+    return visit
+
+
+async def find_response(
+    session: AsyncSession, member_id: int, visit_id: int
+) -> SurveyResponse | None:
+    """The member's answer about one visit, if given."""
+    return await session.scalar(
+        select(SurveyResponse).where(
+            SurveyResponse.member_id == member_id, SurveyResponse.visit_id == visit_id
+        )
+    )
+
+
+async def visit_to_rate(
+    session: AsyncSession, member_id: int, visit_id: int | None = None
+) -> VisitToRate | None:
+    """The visit a survey asks about: the given one (NotFound unless it is the member's) or the
+    most recent one (None when the member has no visit yet)."""
+    await members.get(session, member_id)
+    try:
+        visit = await _visit(session, member_id, visit_id)
+    except NotFound:
+        if visit_id is None:
+            return None
+        raise
+    assert visit.id is not None
+    store = await session.get(Store, visit.store_id) if visit.store_id is not None else None
+    return VisitToRate(
+        visit_id=visit.id,
+        visited_on=visit.visited_on,
+        store_name=store.name if store else None,
+        response=await find_response(session, member_id, visit.id),
+    )
+
+
+async def answer_survey(
+    session: AsyncSession,
+    member_id: int,
+    *,
+    visit_id: int | None,
+    score: int,
+    comment: str | None,
+    channel: str,
+    now: datetime,
+) -> SurveyResponse:
+    """Record the member's 0-10 answer about one of their visits (the latest when `visit_id` is
+    None), once. Answering again returns the first answer unchanged, except that a comment is
+    added when the first answer had none."""
+    score = _check_score(score)
+    _check_channel(channel)
+    note = _text(comment, "comment") if comment is not None and comment.strip() else None
+    await members.get(session, member_id)
+    # Two taps at once must not both find no answer and both insert.
+    await lock_member(session, member_id)
+    visit = await _visit(session, member_id, visit_id)
+    assert visit.id is not None
+    existing = await find_response(session, member_id, visit.id)
+    if existing is not None:
+        if note is not None and existing.comment is None:
+            existing.comment = note
+            session.add(existing)
+            await session.flush()
+        return existing
+    response = SurveyResponse(
+        member_id=member_id,
+        visit_id=visit.id,
+        score=score,
+        comment=note,
+        channel=channel,
+        created_at=now,
+    )
+    session.add(response)
+    visit.satisfaction = score
+    session.add(visit)
+    await session.flush()
+    return response
+
+
+async def add_comment(
+    session: AsyncSession, member_id: int, response_id: int, comment: str
+) -> SurveyResponse:
+    """Add the member's words to their answer. A comment is never replaced: what a member said
+    stays what they said."""
+    note = _text(comment, "comment")
+    await lock_member(session, member_id)
+    response = await session.get(SurveyResponse, response_id)
+    if response is None or response.member_id != member_id:
+        raise NotFound("no such survey answer", query_kind="survey_response")
+    if response.comment is not None:
+        raise InvalidInput("this answer already has a comment", reason="already_commented")
+    response.comment = note
+    session.add(response)
+    await session.flush()
+    return response
+
+
+async def file_complaint(
+    session: AsyncSession, member_id: int, body: str, channel: str, now: datetime
+) -> Complaint:
+    """Open a complaint for staff to answer."""
+    text = _text(body, "complaint")
+    _check_channel(channel)
+    await members.get(session, member_id)
+    complaint = Complaint(
+        member_id=member_id, channel=channel, body=text, status=OPEN, created_at=now
+    )
+    session.add(complaint)
+    await session.flush()
+    return complaint
+
+
+async def store_id_for_code(session: AsyncSession, code: str) -> int:
+    """The id of a store named by its code, as staff type it."""
+    store_id = await session.scalar(select(Store.id).where(Store.code == code.strip()))
+    if store_id is None:
+        raise NotFound("no such store", store=code)
+    return int(store_id)
+
+
+async def open_complaints(
+    session: AsyncSession, store_id: int | None = None, limit: int = 50
+) -> list[OpenComplaint]:
+    """Open complaints, oldest first (the longest wait is answered first), optionally only
+    those of members whose home store is `store_id`."""
+    if not 1 <= limit <= OPEN_LIST_MAX:
+        raise InvalidInput(f"limit is 1 to {OPEN_LIST_MAX}", limit=limit)
+    query = (
+        select(Complaint, Member.member_ref, Member.phone, Member.home_store_id, Store.code)
+        .join(Member, Member.id == Complaint.member_id)
+        .outerjoin(Store, Store.id == Member.home_store_id)
+        .where(Complaint.status == OPEN, Member.erased_at.is_(None))
+        .order_by(Complaint.created_at, Complaint.id)
+        .limit(limit)
+    )
+    if store_id is not None:
+        query = query.where(Member.home_store_id == store_id)
+    rows = await session.execute(query)
+    return [
+        OpenComplaint(
+            complaint=complaint,
+            member_ref=ref,
+            phone=phone,
+            home_store_id=home,
+            home_store_code=code,
+        )
+        for complaint, ref, phone, home, code in rows.all()
+    ]
+
+
+def _may_answer(person: Staff, home_store_id: int | None) -> None:
+    """Staff of the member's home store, or a chain-wide manager: a chain-wide account that is
+    not a manager is not enough."""
+    staff.require(person, store_id=home_store_id, manager=person.store_id is None)
+
+
+async def answer_complaint(
+    session: AsyncSession, complaint_id: int, *, staff_id: int, answer: str, now: datetime
+) -> ComplaintAnswer:
+    """Answer an open complaint once; the answer comes back for delivery to the member."""
+    text = _text(answer, "answer")
+    person = await session.get(Staff, staff_id)
+    if person is None:
+        raise NotFound("no such staff account", staff_id=staff_id)
+    # The row lock (PostgreSQL) or the write lock (SQLite) makes a second answer wait and then
+    # see the first.
+    complaint = await session.scalar(
+        select(Complaint).where(Complaint.id == complaint_id).with_for_update()
+    )
+    if complaint is None:
+        raise NotFound("no such complaint", query_kind="complaint", complaint_id=complaint_id)
+    member = await session.get(Member, complaint.member_id)
+    if member is None or member.erased_at is not None:
+        raise NotFound("no such complaint", query_kind="complaint", complaint_id=complaint_id)
+    _may_answer(person, member.home_store_id)
+    if complaint.status != OPEN:
+        raise InvalidInput("this complaint has already been answered", reason="answered")
+    complaint.status = ANSWERED
+    complaint.answer = text
+    complaint.answered_at = now
+    complaint.answered_by = f"staff:{staff_id}"
+    session.add(complaint)
+    await audit.record(
+        session,
+        actor=f"staff:{staff_id}",
+        action="complaint.answer",
+        entity="complaint",
+        entity_id=complaint_id,
+        detail={"member_id": member.id, "store_id": member.home_store_id},
+    )
+    await session.flush()
+    assert member.id is not None
+    return ComplaintAnswer(
+        complaint_id=complaint_id,
+        member_id=member.id,
+        locale=member.locale,
+        filed_at=complaint.created_at,
+        answer=text,
+        answered_at=now,
+    )
+
+
+def _tally(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+async def nps(
+    session: AsyncSession, start: datetime, end: datetime, store_id: int | None = None
+) -> NpsReport:
+    """Promoters, passives and detractors among answers given in [start, end), optionally for
+    visits at one store, for the managers' report."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidInput("the period needs aware UTC times")
+    if end < start:
+        raise InvalidInput("the period ends before it starts")
+    score = SurveyResponse.score
+    query = select(
+        _tally(score >= PROMOTER_MIN),
+        _tally(and_(score > DETRACTOR_MAX, score < PROMOTER_MIN)),
+        _tally(score <= DETRACTOR_MAX),
+    )
+    query = query.select_from(SurveyResponse).where(
+        SurveyResponse.created_at >= start, SurveyResponse.created_at < end
+    )
+    if store_id is not None:
+        query = query.join(Visit, Visit.id == SurveyResponse.visit_id).where(
+            Visit.store_id == store_id
+        )
+    promoters, passives, detractors = (await session.execute(query)).one()
+    return NpsReport(promoters=int(promoters), passives=int(passives), detractors=int(detractors))

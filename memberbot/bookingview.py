@@ -1,0 +1,64 @@
+"""The counter's sheet of one store's bookings for a day (`domain.bookings.day_sheet`), drawn
+with rich.
+
+The sheet is printed and left on the counter, so phones and plates are masked here: the
+member ref and the masked phone are enough to find the member, the masked plate to match the car
+that drives in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from db.models import Store
+from domain import bookings
+from domain.bookings import BookingLine
+from domain.identity import mask_phone, mask_plate
+
+STATUS_STYLES = {
+    bookings.BOOKED: "green",
+    bookings.COMPLETED: "dim",
+    bookings.NO_SHOW: "yellow",
+    bookings.CANCELLED: "red strike",
+}
+
+
+def store_today(store: Store, now: datetime) -> date:
+    """The store's own business day at `now`: a sheet for a store in another time zone must
+    not flip at the head office's midnight."""
+    return now.astimezone(ZoneInfo(store.timezone)).date()
+
+
+def member_cell(line: BookingLine) -> str:
+    name = f"{line.member_name} · " if line.member_name else ""
+    return f"{name}{line.member_ref} · {mask_phone(line.member_phone)}"
+
+
+def render_day(console: Console, lines: Sequence[BookingLine], store: Store, day: date) -> None:
+    """One table, in time order, with local times and the counts staff plan the day by."""
+    # Names come from people: Text keeps a "[" in them from being read as rich markup.
+    title = Text(f"{store.name} ({store.code}) · {day.isoformat()} {day.strftime('%A')}")
+    if not lines:
+        console.print(title + Text(": no bookings."))
+        return
+    table = Table("Time", "Service", "Member", "Car", "Status", "Ref", title=title)
+    for line in lines:
+        booking = line.booking
+        ends = booking.ends_at.astimezone(line.starts_local.tzinfo)
+        table.add_row(
+            f"{line.starts_local:%H:%M}-{ends:%H:%M}",
+            Text(f"{line.service_name_en} / {line.service_name_zh}"),
+            Text(member_cell(line)),
+            Text(mask_plate(line.vehicle_plate)),
+            Text(booking.status, style=STATUS_STYLES.get(booking.status, "")),
+            line.ref,
+        )
+    console.print(table)
+    active = sum(1 for line in lines if line.booking.status != bookings.CANCELLED)
+    console.print(f"{active} booking(s) · {store.bays} bay(s) · times in {store.timezone}")
