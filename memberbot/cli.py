@@ -469,3 +469,13 @@ def bookings_day(
         bookingview.render_day(console, lines, shop, day)
 
     run(work)
+
+
+@app.command()
+def serve() -> None:
+    """Run the bot (Telegram by long polling, or by webhook when MEMBERBOT_TELEGRAM_WEBHOOK_URL
+    is set), the scheduler and /healthz until Ctrl-C or SIGTERM."""
+    from memberbot.app import serve as serve_forever  # keeps the other commands' startup light
+
+    with clear_errors():
+        asyncio.run(serve_forever())

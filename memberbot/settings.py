@@ -51,6 +51,11 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address the webhook server listens on."
     )
     telegram_webhook_port: int = Field(default=8443, description="Port of the webhook server.")
+    health_port: int | None = Field(
+        default=None,
+        description="Port for /healthz with long polling (on MEMBERBOT_TELEGRAM_WEBHOOK_LISTEN); "
+        "webhook mode serves it on the webhook port. Unset = no HTTP server when polling.",
+    )
     chat_state_ttl_minutes: int = Field(
         default=30, description="How long a half-finished chat flow (a booking) is remembered."
     )

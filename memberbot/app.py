@@ -1,0 +1,173 @@
+"""The composition root of `memberbot serve`: one process with the database, the chat channels
+that are configured, the scheduler that sends through them, and a health endpoint.
+
+Telegram runs by long polling unless `MEMBERBOT_TELEGRAM_WEBHOOK_URL` is set; in webhook mode
+one HTTP server (uvicorn) on `telegram_webhook_listen:telegram_webhook_port` serves
+`/telegram/webhook` and `/healthz`. With long polling `/healthz` is served only when
+`MEMBERBOT_HEALTH_PORT` is set. SIGINT, SIGTERM or the `stop` event shut everything down in
+reverse order: HTTP, scheduler, senders, bot, database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import uvicorn
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from bot.channels import telegram
+from bot.channels.base import Sender
+from bot.conversation import Chat
+from db.session import Database
+from memberbot import runtime
+from memberbot.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATH = "/healthz"
+HEALTH_DB_TIMEOUT = 3.0
+
+
+async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM or until `stop` is set."""
+    settings = settings or get_settings()
+    stop = stop or asyncio.Event()
+    rt = await runtime.start(settings)
+    # httpx logs every request URL at INFO, and a Bot API URL holds the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(rt.db.dispose)
+        stack.enter_context(_stop_on_signals(stop))
+        routes: list[BaseRoute] = [Route(HEALTH_PATH, health_endpoint(rt.db))]
+        senders: dict[str, Sender] = {}
+        if settings.telegram_token:
+            chat = build_chat(rt)
+            application = telegram.build_application(chat, settings)
+            await stack.enter_async_context(telegram.running(application, settings))
+            sender = telegram.TelegramSender(settings.telegram_token, settings.telegram_base_url)
+            senders[sender.channel] = await stack.enter_async_context(sender)
+            if telegram.webhook_mode(settings):
+                secret = settings.telegram_webhook_secret or ""
+                routes.append(telegram.webhook_route(application, secret))
+        else:
+            log.info("no chat channel configured (MEMBERBOT_TELEGRAM_TOKEN is unset)")
+        await stack.enter_async_context(scheduler(rt, senders))
+        port = http_port(settings)
+        if port is not None:
+            app = Starlette(routes=routes)
+            await stack.enter_async_context(
+                http_server(app, settings.telegram_webhook_listen, port)
+            )
+        log.info("memberbot is serving")
+        await stop.wait()
+        log.info("memberbot is stopping")
+
+
+def build_chat(rt: runtime.Runtime) -> Chat:
+    """The conversation core every channel shares, configured from the settings."""
+    settings = rt.settings
+    return Chat(
+        rt.db,
+        rt.config,
+        region=settings.default_region,
+        default_locale=settings.default_locale,
+        state_ttl_minutes=settings.chat_state_ttl_minutes,
+        bot_username=settings.telegram_bot_username,
+    )
+
+
+@asynccontextmanager
+async def scheduler(rt: runtime.Runtime, senders: dict[str, Sender]) -> AsyncIterator[None]:
+    """THE SCHEDULER SEAM: where the lifecycle rules and the outbox dispatcher start, sending
+    through `senders` (channel name → Sender), and where they stop before the senders close.
+    It runs whether or not a chat channel is configured: rules still fill the outbox."""
+    log.info("scheduler: not part of this build; %d sender(s) ready", len(senders))
+    yield
+
+
+def http_port(settings: Settings) -> int | None:
+    """The HTTP server's port: the webhook's in webhook mode, else the optional health port."""
+    if settings.telegram_token and telegram.webhook_mode(settings):
+        return settings.telegram_webhook_port
+    return settings.health_port
+
+
+def health_endpoint(db: Database) -> Callable[[Request], Awaitable[JSONResponse]]:
+    async def healthz(_request: Request) -> JSONResponse:
+        """200 with `ok` when the database answers; 503 otherwise (a load balancer drains us)."""
+        database = await database_reachable(db)
+        return JSONResponse({"ok": database, "database": database}, 200 if database else 503)
+
+    return healthz
+
+
+async def database_reachable(db: Database) -> bool:
+    try:
+        async with asyncio.timeout(HEALTH_DB_TIMEOUT), db.read() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception as exc:  # any failure means "not reachable"; the type is enough to log
+        log.warning("health: database unreachable (%s)", type(exc).__name__)
+        return False
+    return True
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: `serve` owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@asynccontextmanager
+async def http_server(app: Starlette, host: str, port: int) -> AsyncIterator[uvicorn.Server]:
+    """uvicorn serving `app` inside this event loop; fails fast when it cannot listen."""
+    config = uvicorn.Config(
+        app, host=host, port=port, lifespan="off", access_log=False, log_level="warning"
+    )
+    server = _Server(config)
+
+    async def run() -> None:
+        try:
+            await server.serve()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind
+            raise OSError(f"cannot listen on {host}:{port}") from exc
+
+    task = asyncio.create_task(run(), name="memberbot-http")
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        await task
+        raise OSError(f"HTTP server on {host}:{port} stopped at start")
+    log.info("HTTP server on %s:%d", host, port)
+    try:
+        yield server
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            continue
+        installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
