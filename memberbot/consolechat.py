@@ -16,7 +16,18 @@ from domain import binding, members
 from memberbot.runtime import Runtime
 
 # What the demo plays when there is no terminal to talk in: the things members come for.
-TOUR = ("我的积分", "等级", "优惠券", "/book", "1", "1", "1", "1", "1", "/language", "2", "points")
+TOUR = (
+    "我的积分",
+    "等级",
+    "优惠券",
+    "预约",  # then: the first store, the first service, the second day, its first time, confirm
+    "1",
+    "1",
+    "2",
+    "1",
+    "1",
+    "我的预约",
+)
 
 
 async def find_member(rt: Runtime, query: str) -> Member:

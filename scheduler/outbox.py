@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import OutboxMessage
@@ -52,6 +52,7 @@ class Intent:
     locale: str
     not_before: datetime
     context: dict[str, Any] = field(default_factory=dict)
+    body: str | None = None
 
     def __post_init__(self) -> None:
         if self.category not in CATEGORIES:
@@ -64,6 +65,17 @@ class Intent:
     @property
     def idempotency_key(self) -> str:
         return f"{self.rule}:member:{self.member_id}:{self.occurrence}"
+
+
+@dataclass(frozen=True)
+class OutboxReason:
+    """Why messages of one rule on one channel ended skipped or unreachable, and how many."""
+
+    status: str
+    reason: str
+    rule: str
+    channel: str | None
+    count: int
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,7 @@ def _row(intent: Intent, created_at: datetime) -> dict[str, Any]:
         "template_key": intent.template_key,
         "locale": intent.locale,
         "context": intent.context,
+        "body": intent.body,
         "status": PENDING,
         "not_before": intent.not_before,
         "attempts": 0,
@@ -217,6 +230,47 @@ async def mark_failed(
     )
 
 
+async def assign(
+    session: AsyncSession, message_id: int, worker: str, channel: str, body: str
+) -> bool:
+    """Record the channel and the text a claimed row is about to be sent with; the claim holds.
+
+    Written before the send, so an operator sees where a message went even if the sender then
+    crashes, and a retry sends exactly the same words."""
+    m = OutboxMessage
+    result = await session.execute(
+        update(m)
+        .where(m.id == message_id, m.status == CLAIMED, m.claimed_by == worker)
+        .values(channel=channel, body=body)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)
+
+
+async def release(
+    session: AsyncSession,
+    message_id: int,
+    worker: str,
+    now: datetime,
+    not_before: datetime,
+    reason: str,
+) -> bool:
+    """Hand a claimed row back untried, due at `not_before` (quiet hours, a channel asking us to
+    slow down, a lease about to run out). The claim's attempt is given back: waiting is not a
+    failure and must not bring a message closer to its last attempt."""
+    m = OutboxMessage
+    return await _finish(
+        session,
+        message_id,
+        worker,
+        status=PENDING,
+        claimed_by=None,
+        not_before=max(not_before, now),
+        attempts=case((m.attempts > 0, m.attempts - 1), else_=0),
+        last_error=_clip(reason),
+    )
+
+
 async def mark_skipped(session: AsyncSession, message_id: int, worker: str, reason: str) -> bool:
     """A dispatch policy (consent, frequency cap, an outdated occasion) decided not to send."""
     return await _finish(session, message_id, worker, status=SKIPPED, last_error=_clip(reason))
@@ -238,3 +292,21 @@ async def status_counts(session: AsyncSession) -> list[OutboxCount]:
     counts = [OutboxCount(status, rule, channel, count) for status, rule, channel, count in rows]
     # Sorted here: SQLite and PostgreSQL disagree on where NULL channels sort.
     return sorted(counts, key=lambda c: (c.status, c.rule, c.channel or ""))
+
+
+async def reason_counts(
+    session: AsyncSession, statuses: tuple[str, ...] = (SKIPPED, UNREACHABLE)
+) -> list[OutboxReason]:
+    """Messages per final status and reason (no_chat, blocked, no_consent…): the list staff
+    work through, for example calling members no chat can reach."""
+    m = OutboxMessage
+    rows = await session.execute(
+        select(m.status, m.last_error, m.rule, m.channel, func.count())
+        .where(m.status.in_(statuses))
+        .group_by(m.status, m.last_error, m.rule, m.channel)
+    )
+    reasons = [
+        OutboxReason(status, reason or "", rule, channel, count)
+        for status, reason, rule, channel, count in rows
+    ]
+    return sorted(reasons, key=lambda r: (r.status, r.reason, r.rule, r.channel or ""))
