@@ -133,6 +133,8 @@ class Turn:
     state: FlowState | None
     locale: str
     now: datetime
+    _session: AsyncSession | None = None
+    _wrote: bool = False
 
     @property
     def config(self) -> ShopConfig:
@@ -156,11 +158,17 @@ class Turn:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
+        """The turn's own read session while nothing was written (one snapshot, one
+        connection for the whole reply); a fresh one after a write, so it sees the write."""
+        if self._session is not None and not self._wrote:
+            yield self._session
+            return
         async with self.chat.db.read() as session:
             yield session
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
+        self._wrote = True
         async with self.chat.db.transaction() as session:
             yield session
 
@@ -268,26 +276,25 @@ class Chat:
 
     async def handle(self, event: Event) -> list[Reply]:
         """The replies to one event. Never raises for anything the sender did."""
-        turn = await self._turn(event)
-        try:
-            return await self._route(turn)
-        except Stale:
-            return [turn.say("stale", turn.menu())]
-        except DomainError as exc:
-            return [turn.say("error", turn.menu(), error={"key": exc.key, **_params(exc)})]
-
-    async def _turn(self, event: Event) -> Turn:
-        now = self.clock()
         async with self.db.read() as session:
-            member = await binding.member_for(session, event.channel, event.address)
-            state = await binding.load_state(session, event.channel, event.address, now)
+            turn = await self._turn(session, event)
+            try:
+                return await self._route(turn)
+            except Stale:
+                return [turn.say("stale", turn.menu())]
+            except DomainError as exc:
+                return [turn.say("error", turn.menu(), error={"key": exc.key, **_params(exc)})]
+
+    async def _turn(self, session: AsyncSession, event: Event) -> Turn:
+        now = self.clock()
+        member, state = await binding.chat_context(session, event.channel, event.address, now)
         if member is not None:
             locale = resolve_locale(member.locale)
         elif state is not None and state.data.get("locale") in LOCALES:
             locale = state.data["locale"]
         else:
             locale = _client_locale(event.language, self.default_locale)
-        return Turn(self, event, member, state, locale, now)
+        return Turn(self, event, member, state, locale, now, _session=session)
 
     async def _route(self, turn: Turn) -> list[Reply]:
         event = turn.event

@@ -52,6 +52,10 @@ def create_engine(url: str, *, busy_timeout_ms: int = 30_000, echo: bool = False
     kwargs: dict[str, Any] = {"echo": echo}
     if parsed.get_backend_name() == "sqlite":
         kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+        # The chat handles many updates at once; connections beyond the pool would be opened
+        # and closed (with their PRAGMAs) for every unit of work.
+        kwargs["pool_size"] = 20
+        kwargs["max_overflow"] = 20
     else:
         kwargs["pool_pre_ping"] = True
         kwargs["pool_size"] = 10

@@ -75,7 +75,9 @@ class Settings(BaseSettings):
     )
     dispatch_batch: int = Field(default=200, description="Messages one dispatcher claims at once.")
     telegram_rate_per_second: float = Field(
-        default=30.0, description="Overall Telegram send rate the dispatcher keeps under."
+        default=30.0,
+        description="Bot-wide Telegram send rate (replies and reminders) kept under; 0 = no "
+        "limit, for a self-hosted Bot API server.",
     )
     telegram_chat_interval_seconds: float = Field(
         default=1.0, description="Least time between two messages to one Telegram chat."

@@ -350,7 +350,11 @@ def build_application(
         .token(settings.telegram_token)
         .base_url(settings.telegram_base_url)
         .base_file_url(file_url(settings.telegram_base_url))
-        .rate_limiter(AIORateLimiter(max_retries=ANSWER_RETRIES))
+        .rate_limiter(
+            AIORateLimiter(
+                overall_max_rate=settings.telegram_rate_per_second, max_retries=ANSWER_RETRIES
+            )
+        )
         .concurrent_updates(PerChatUpdateProcessor(concurrency))
         .post_init(_post_init(chat, settings))
     )
