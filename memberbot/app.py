@@ -30,6 +30,7 @@ from bot.conversation import Chat
 from db.session import Database
 from memberbot import runtime
 from memberbot.settings import Settings, get_settings
+from scheduler import jobs
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +88,11 @@ def build_chat(rt: runtime.Runtime) -> Chat:
 
 @asynccontextmanager
 async def scheduler(rt: runtime.Runtime, senders: dict[str, Sender]) -> AsyncIterator[None]:
-    """THE SCHEDULER SEAM: where the lifecycle rules and the outbox dispatcher start, sending
-    through `senders` (channel name → Sender), and where they stop before the senders close.
-    It runs whether or not a chat channel is configured: rules still fill the outbox."""
-    log.info("scheduler: not part of this build; %d sender(s) ready", len(senders))
-    yield
+    """The lifecycle rules and the outbox dispatcher, sending through `senders` (channel name →
+    Sender); they stop before the senders close. They run whether or not a chat channel is
+    configured: rules still fill the outbox, and members without a chat are counted for staff."""
+    async with jobs.running(rt, senders):
+        yield
 
 
 def http_port(settings: Settings) -> int | None:

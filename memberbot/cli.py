@@ -24,6 +24,7 @@ from domain.errors import ConfigError, DomainError, NotFound
 from memberbot import bookingview, consolechat, importview, runtime, staffview
 from memberbot import demo as demo_chain
 from memberbot.feedbackview import complaints_app
+from memberbot.outboxview import outbox_app
 from memberbot.settings import Settings
 
 T = TypeVar("T")
@@ -38,6 +39,7 @@ app.add_typer(staff_app, name="staff")
 app.add_typer(points_app, name="points")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(complaints_app, name="complaints")
+app.add_typer(outbox_app, name="outbox")
 bookings_app = typer.Typer(help="Bookings at the stores.", no_args_is_help=True)
 app.add_typer(bookings_app, name="bookings")
 console = Console()

@@ -1,0 +1,234 @@
+"""The clock of `memberbot serve`: an APScheduler `AsyncIOScheduler` in the server's own loop.
+
+| job | when (chain time zone = first store's) | does |
+|---|---|---|
+| `dispatch` | every `dispatch_interval_seconds` | `Dispatcher.drain`: send what is due |
+| `daily_rules` | daily at `daily_rules_at` | `scheduler.rules.run` for today |
+| `points_expiry` | nightly 00:15 | `domain.points.expire` as of today |
+| `segments` | nightly 01:00 | `domain.scores.refresh` as of today |
+| `tier_review` | monthly, the 1st at 02:00 | `domain.tiers.review` as of today |
+
+Every job is coalesced (runs missed while the process was down or busy collapse into one run),
+runs one instance at a time, and still runs when it starts late within its misfire grace time.
+Job stores are in memory and not shared between processes, so each job is idempotent rather
+than exclusive: several `serve` processes may all run the daily rules (the outbox's keys make
+the second run add nothing), expire points (keyed per member and day), review tiers or refresh
+segments (both converge to the same state), and dispatch (rows are claimed, never shared).
+
+`running(runtime, senders)` starts the schedule and, on the way out, lets a dispatch in
+progress finish its batch before the senders close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from datetime import time as clock_time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.channels.base import Sender
+from domain import points, scores, tiers
+from scheduler.dispatch import Dispatcher, DispatchPolicy, DispatchSummary
+
+if TYPE_CHECKING:  # memberbot builds the scheduler; the arrow points from it to us
+    from memberbot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DISPATCH, DAILY_RULES, POINTS_EXPIRY = "dispatch", "daily_rules", "points_expiry"
+SEGMENTS, TIER_REVIEW = "segments", "tier_review"
+POINTS_EXPIRY_AT = clock_time(0, 15)
+SEGMENTS_AT = clock_time(1, 0)
+TIER_REVIEW_AT = clock_time(2, 0)
+# A daily job that could not start on time still runs within this much of it (a restart in
+# the morning still sends the day's messages); the dispatcher's next tick is never far off.
+DAILY_GRACE_SECONDS = 6 * 3600
+DISPATCH_GRACE_SECONDS = 60
+STOP_GRACE_SECONDS = 30.0
+
+
+def parse_clock(text: str) -> clock_time:
+    """`HH:MM` (the `daily_rules_at` setting)."""
+    try:
+        hour, minute = (int(part) for part in text.strip().split(":"))
+        return clock_time(hour, minute)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a time like 08:30") from exc
+
+
+def chain_zone(runtime: Runtime) -> ZoneInfo:
+    """The chain's time zone: its first store's, as the business day (`Runtime.today`)."""
+    return ZoneInfo(runtime.config.stores[0].timezone)
+
+
+class Jobs:
+    """The job functions, small and idempotent, and the tasks running them right now (so that
+    stopping can wait for them)."""
+
+    def __init__(self, runtime: Runtime, dispatcher: Dispatcher) -> None:
+        self.runtime = runtime
+        self.dispatcher = dispatcher
+        self.stopping = asyncio.Event()
+        self.running: set[asyncio.Task[Any]] = set()
+
+    async def _tracked(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        task = asyncio.current_task()
+        if task is not None:
+            self.running.add(task)
+        try:
+            return await work()
+        finally:
+            if task is not None:
+                self.running.discard(task)
+
+    async def dispatch(self) -> DispatchSummary:
+        """Send everything due, batch by batch, until nothing is due or we are stopping."""
+        summary = await self._tracked(lambda: self.dispatcher.drain(self.stopping))
+        if summary.claimed:
+            log.info("dispatch: %s", summary)
+        return summary
+
+    async def daily_rules(self) -> int:
+        """Queue today's lifecycle messages; a second run the same day queues nothing."""
+        # Imported here so that a build without the rules still schedules everything else.
+        from scheduler import rules
+        from scheduler.ruleconfig import load_rules
+
+        rt = self.runtime
+        path: Path | None = getattr(rt.settings, "rules_file", None)
+        day = rt.today()
+        summary = await self._tracked(lambda: rules.run(rt.db, load_rules(path), day, rt.config))
+        total = summary.total()
+        log.info(
+            "daily rules for %s: %d queued, %d already queued, %d failed",
+            day,
+            total.enqueued,
+            total.already,
+            total.failed,
+        )
+        return total.enqueued
+
+    async def points_expiry(self) -> int:
+        """Expire lapsed points as of today (one entry per member and day, so reruns add none)."""
+        day = self.runtime.today()
+
+        async def work() -> int:
+            async with self.runtime.db.transaction() as session:
+                return await points.expire(session, day)
+
+        expired = await self._tracked(work)
+        log.info("points expiry for %s: %d points expired", day, expired)
+        return expired
+
+    async def segments(self) -> int:
+        """Rewrite the member segments and churn scores as of today."""
+        day = self.runtime.today()
+
+        async def work() -> int:
+            async with self.runtime.db.transaction() as session:
+                return await scores.refresh(session, day)
+
+        written = await self._tracked(work)
+        log.info("segments as of %s: %d members scored", day, written)
+        return written
+
+    async def tier_review(self) -> int:
+        """Move every member to the tier their spend earns, up or down."""
+        day = self.runtime.today()
+
+        async def work() -> int:
+            async with self.runtime.db.transaction() as session:
+                return await tiers.review(session, day)
+
+        moved = await self._tracked(work)
+        log.info("tier review as of %s: %d members changed tier", day, moved)
+        return moved
+
+    async def wait_idle(self, timeout: float) -> None:
+        """Ask running jobs to wrap up and wait for them, at most `timeout` seconds."""
+        self.stopping.set()
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=timeout)
+
+
+def build_scheduler(
+    runtime: Runtime,
+    senders: Mapping[str, Sender],
+    *,
+    dispatcher: Dispatcher | None = None,
+) -> AsyncIOScheduler:
+    """The schedule, not started. Its `Jobs` is `scheduler.memberbot_jobs`."""
+    settings = runtime.settings
+    zone = chain_zone(runtime)
+    dispatcher = dispatcher or Dispatcher(
+        runtime.db,
+        senders,
+        DispatchPolicy.from_settings(settings, default_timezone=zone.key),
+    )
+    jobs = Jobs(runtime, dispatcher)
+    scheduler = AsyncIOScheduler(
+        timezone=zone,
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": DAILY_GRACE_SECONDS,
+        },
+    )
+    rules_at = parse_clock(settings.daily_rules_at)
+
+    def daily(at: clock_time, **fields: Any) -> CronTrigger:
+        return CronTrigger(hour=at.hour, minute=at.minute, timezone=zone, **fields)
+
+    scheduler.add_job(
+        jobs.dispatch,
+        IntervalTrigger(seconds=settings.dispatch_interval_seconds, timezone=zone),
+        id=DISPATCH,
+        name="send due messages",
+        misfire_grace_time=DISPATCH_GRACE_SECONDS,
+        next_run_time=datetime.now(zone),
+    )
+    scheduler.add_job(jobs.daily_rules, daily(rules_at), id=DAILY_RULES, name="lifecycle rules")
+    scheduler.add_job(
+        jobs.points_expiry, daily(POINTS_EXPIRY_AT), id=POINTS_EXPIRY, name="points expiry"
+    )
+    scheduler.add_job(jobs.segments, daily(SEGMENTS_AT), id=SEGMENTS, name="member segments")
+    scheduler.add_job(
+        jobs.tier_review, daily(TIER_REVIEW_AT, day=1), id=TIER_REVIEW, name="tier review"
+    )
+    scheduler.memberbot_jobs = jobs  # type: ignore[attr-defined]
+    return scheduler
+
+
+@asynccontextmanager
+async def running(
+    runtime: Runtime,
+    senders: Mapping[str, Sender],
+    *,
+    stop_grace: float = STOP_GRACE_SECONDS,
+) -> AsyncIterator[AsyncIOScheduler]:
+    """The schedule, started; on exit no new job starts, a dispatch in progress finishes its
+    batch (so nothing is left claimed until its lease runs out), then the scheduler stops."""
+    scheduler = build_scheduler(runtime, senders)
+    jobs: Jobs = scheduler.memberbot_jobs  # type: ignore[attr-defined]
+    scheduler.start()
+    log.info(
+        "scheduler: %s",
+        ", ".join(
+            f"{job.id} next {job.next_run_time:%Y-%m-%d %H:%M}" for job in scheduler.get_jobs()
+        ),
+    )
+    try:
+        yield scheduler
+    finally:
+        scheduler.pause()
+        await jobs.wait_idle(stop_grace)
+        scheduler.shutdown(wait=False)
