@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Booking, Member, Service, Store, Vehicle
+from db.models import Booking, Member, OutboxMessage, Service, Store, Vehicle
 from db.session import lock_member
 from domain import audit
 from domain.errors import BookingUnavailable, InvalidInput, NotFound
@@ -381,6 +381,7 @@ async def cancel(
     booking.status, booking.cancelled_at = CANCELLED, now
     session.add(booking)
     await session.flush()
+    await _drop_reminders(session, booking)
     await audit.record(
         session, actor=actor, action="booking.cancel", entity="booking", entity_id=booking.id
     )
@@ -429,6 +430,7 @@ async def reschedule(
     current.status, current.cancelled_at = CANCELLED, now
     session.add(current)
     await session.flush()
+    await _drop_reminders(session, current)
     await audit.record(
         session,
         actor=actor,
@@ -438,6 +440,22 @@ async def reschedule(
         detail={"from_booking_id": current.id, "store_id": target_store},
     )
     return moved
+
+
+async def _drop_reminders(session: AsyncSession, booking: Booking) -> None:
+    """A cancelled (or moved) booking's queued reminders must not go out. The reminder rules
+    name their occurrence `<booking id>:<hours>h` (see scheduler.selectors); rows already being
+    sent are left to finish."""
+    await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.member_id == booking.member_id,
+            OutboxMessage.status == "pending",
+            OutboxMessage.idempotency_key.like(f"%:member:{booking.member_id}:{booking.id}:%h"),
+        )
+        .values(status="skipped", last_error="booking_cancelled")
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _own_for_change(session: AsyncSession, booking_id: int, member_id: int) -> Booking:

@@ -25,7 +25,9 @@ The context (see `sample_context`, which lint renders against) is plain dicts:
   privileges (list of strings);
 * `coupon`: code, title, value_cents, percent_off, min_spend_cents, valid_until (date);
 * `booking`: ref, service, starts_at (aware UTC datetime), store_name;
-* `today`: the date in the store's time zone (used by `days_until`).
+* `today`: the date in the store's time zone (used by `days_until`);
+* lifecycle rules also pass `visit`, `service`, `maintenance`, `reminder`, `stage` and
+  `buttons` (templates/messages/README.md lists their fields).
 
 A caller passes only what the message is about; a template using a name that was not passed
 fails with `TemplateUndefinedName`.
@@ -258,6 +260,27 @@ def sample_context(locale: str = DEFAULT_LOCALE) -> dict[str, Any]:
             "store_name": "Xuhui Store" if english else "徐汇店",
         },
         "today": date(2026, 3, 1),
+        "visit": {
+            "id": 4711,
+            "visited_on": date(2026, 2, 27),
+            "store_name": "Xuhui Store" if english else "徐汇店",
+            "services": ["Oil service"] if english else ["小保养（机油机滤）"],
+        },
+        "service": {
+            "code": "oil_service",
+            "name": "Oil service" if english else "小保养（机油机滤）",
+        },
+        "maintenance": {
+            "due_by": "mileage",
+            "last_service_on": date(2025, 10, 2),
+            "interval_months": 6,
+            "interval_km": 5_000,
+            "estimated_km": 48_120,
+            "km_since_service": 5_030,
+        },
+        "reminder": {"hours_before": 24},
+        "stage": 1,
+        "buttons": [[{"label": str(n), "data": f"feedback:score:4711:{n}"} for n in range(11)]],
     }
 
 

@@ -25,6 +25,8 @@ from memberbot import bookingview, consolechat, importview, runtime, staffview
 from memberbot import demo as demo_chain
 from memberbot.feedbackview import complaints_app
 from memberbot.outboxview import outbox_app
+from memberbot.rulesview import rules_app
+from memberbot.segmentsview import segments_app
 from memberbot.settings import Settings
 
 T = TypeVar("T")
@@ -40,6 +42,8 @@ app.add_typer(points_app, name="points")
 app.add_typer(tiers_app, name="tiers")
 app.add_typer(complaints_app, name="complaints")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(rules_app, name="rules")
+app.add_typer(segments_app, name="segments")
 bookings_app = typer.Typer(help="Bookings at the stores.", no_args_is_help=True)
 app.add_typer(bookings_app, name="bookings")
 console = Console()

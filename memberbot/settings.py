@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     chat_state_ttl_minutes: int = Field(
         default=30, description="How long a half-finished chat flow (a booking) is remembered."
     )
+    rules_file: Path | None = Field(
+        default=None,
+        description="A shop's lifecycle rules YAML, merged over the shipped defaults by key; "
+        "unset = the defaults.",
+    )
     quiet_hours: str = Field(
         default="21:00-09:00",
         description="Local hours (store time zone) when no message is sent; they wait instead.",

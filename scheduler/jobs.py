@@ -4,6 +4,7 @@
 |---|---|---|
 | `dispatch` | every `dispatch_interval_seconds` | `Dispatcher.drain`: send what is due |
 | `daily_rules` | daily at `daily_rules_at` | `scheduler.rules.run` for today |
+| `booking_reminders` | hourly, at :05 | the booking reminder rules again, for bookings made since |
 | `points_expiry` | nightly 00:15 | `domain.points.expire` as of today |
 | `segments` | nightly 01:00 | `domain.scores.refresh` as of today |
 | `tier_review` | monthly, the 1st at 02:00 | `domain.tiers.review` as of today |
@@ -27,7 +28,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from datetime import time as clock_time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 
 DISPATCH, DAILY_RULES, POINTS_EXPIRY = "dispatch", "daily_rules", "points_expiry"
 SEGMENTS, TIER_REVIEW = "segments", "tier_review"
+BOOKING_REMINDERS, BOOKING_REMINDER_KIND = "booking_reminders", "booking_reminder"
+BOOKING_REMINDERS_MINUTE = 5
+BOOKING_REMINDERS_GRACE_SECONDS = 1800
 POINTS_EXPIRY_AT = clock_time(0, 15)
 SEGMENTS_AT = clock_time(1, 0)
 TIER_REVIEW_AT = clock_time(2, 0)
@@ -99,17 +102,27 @@ class Jobs:
 
     async def daily_rules(self) -> int:
         """Queue today's lifecycle messages; a second run the same day queues nothing."""
-        # Imported here so that a build without the rules still schedules everything else.
+        return await self._rules(None)
+
+    async def booking_reminders(self) -> int:
+        """Queue reminders for bookings made since the daily run (a booking at 10:00 for 15:00
+        the same day still gets its 2-hour reminder); already queued ones are not repeated."""
+        return await self._rules(BOOKING_REMINDER_KIND)
+
+    async def _rules(self, kind: str | None) -> int:
         from scheduler import rules
         from scheduler.ruleconfig import load_rules
 
         rt = self.runtime
-        path: Path | None = getattr(rt.settings, "rules_file", None)
         day = rt.today()
-        summary = await self._tracked(lambda: rules.run(rt.db, load_rules(path), day, rt.config))
+        chosen = [
+            rule for rule in load_rules(rt.settings.rules_file) if kind is None or rule.kind == kind
+        ]
+        summary = await self._tracked(lambda: rules.run(rt.db, chosen, day, rt.config))
         total = summary.total()
         log.info(
-            "daily rules for %s: %d queued, %d already queued, %d failed",
+            "rules (%s) for %s: %d queued, %d already queued, %d failed",
+            kind or "all",
             day,
             total.enqueued,
             total.already,
@@ -134,8 +147,10 @@ class Jobs:
         day = self.runtime.today()
 
         async def work() -> int:
+            async with self.runtime.db.read() as session:
+                score_set = await scores.compute(session, day)
             async with self.runtime.db.transaction() as session:
-                return await scores.refresh(session, day)
+                return await scores.store(session, score_set)
 
         written = await self._tracked(work)
         log.info("segments as of %s: %d members scored", day, written)
@@ -197,6 +212,13 @@ def build_scheduler(
         next_run_time=datetime.now(zone),
     )
     scheduler.add_job(jobs.daily_rules, daily(rules_at), id=DAILY_RULES, name="lifecycle rules")
+    scheduler.add_job(
+        jobs.booking_reminders,
+        CronTrigger(minute=BOOKING_REMINDERS_MINUTE, timezone=zone),
+        id=BOOKING_REMINDERS,
+        name="booking reminders",
+        misfire_grace_time=BOOKING_REMINDERS_GRACE_SECONDS,
+    )
     scheduler.add_job(
         jobs.points_expiry, daily(POINTS_EXPIRY_AT), id=POINTS_EXPIRY, name="points expiry"
     )

@@ -85,6 +85,7 @@ async def test_jobs_are_scheduled_in_the_chain_time_zone_and_coalesced(
     assert set(found) == {
         jobs.DISPATCH,
         jobs.DAILY_RULES,
+        jobs.BOOKING_REMINDERS,
         jobs.POINTS_EXPIRY,
         jobs.SEGMENTS,
         jobs.TIER_REVIEW,
@@ -103,6 +104,8 @@ async def test_jobs_are_scheduled_in_the_chain_time_zone_and_coalesced(
     review = {f.name: str(f) for f in found[jobs.TIER_REVIEW].trigger.fields}
     assert (review["day"], review["hour"]) == ("1", "2")
     assert found[jobs.DAILY_RULES].misfire_grace_time == jobs.DAILY_GRACE_SECONDS
+    hourly = {f.name: str(f) for f in found[jobs.BOOKING_REMINDERS].trigger.fields}
+    assert (hourly["hour"], hourly["minute"]) == ("*", "5")
 
 
 def test_daily_rules_at_must_be_a_time() -> None:
@@ -126,6 +129,8 @@ async def test_job_functions_are_idempotent(db: Database, shop_config: ShopConfi
     scheduler = jobs.build_scheduler(rt, {})
     work: jobs.Jobs = scheduler.memberbot_jobs  # type: ignore[attr-defined]
 
+    # The hourly pass queues only booking reminders: the birthday waits for the daily run.
+    assert await work.booking_reminders() == 0
     assert await work.daily_rules() >= 1
     async with db.read() as session:
         queued = await session.scalar(select(func.count()).select_from(OutboxMessage))

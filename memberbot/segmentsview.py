@@ -1,0 +1,102 @@
+"""`memberbot segments …`: member segments and churn risk for the manager's spreadsheet.
+
+The file names members by `member_ref` only: no name, phone or plate, so it can be handed to
+whoever plans a campaign. Amounts are in yuan with two decimals (the form the import reads);
+segment, stickiness and lifecycle are the stable keys rules use; the churn reasons are words in
+the chosen language, separated by `;`. The file is UTF-8 with a byte-order mark, so Excel on a
+Chinese Windows opens it without garbling the reasons.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from domain import churn, scores
+from domain.errors import InvalidInput
+from memberbot import runtime
+
+segments_app = typer.Typer(help="Member segments and churn risk.", no_args_is_help=True)
+
+COLUMNS = (
+    "member_ref",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "rfm_score",
+    "rfm_segment",
+    "stickiness",
+    "lifecycle_stage",
+    "churn_risk",
+    "reasons",
+)
+
+
+class Locale(StrEnum):
+    zh_CN = "zh_CN"
+    en = "en"
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        message = f"{text!r} is not a date like 2026-03-05"
+        raise typer.BadParameter(message, param_hint="--as-of") from exc
+
+
+def csv_row(row: scores.ScoreRow, locale: str) -> list[str]:
+    cents = row.monetary_cents
+    return [
+        row.member_ref,
+        "" if row.recency_days is None else str(row.recency_days),
+        str(row.frequency),
+        f"{cents // 100}.{cents % 100:02d}",
+        row.rfm_score,
+        row.rfm_segment,
+        row.stickiness,
+        row.lifecycle_stage,
+        f"{row.churn_risk:.{scores.RISK_DECIMALS}f}",
+        ";".join(churn.reason_text(code, locale) for code in row.reasons),
+    ]
+
+
+def write_csv(score_set: scores.ScoreSet, output: Path, locale: str) -> int:
+    count = 0
+    with output.open("w", encoding="utf-8-sig", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in score_set:
+            writer.writerow(csv_row(row, locale))
+            count += 1
+    return count
+
+
+@segments_app.command("export")
+def export(
+    as_of: Annotated[str, typer.Option("--as-of", help="The day, YYYY-MM-DD; today or earlier.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")],
+    locale: Annotated[Locale, typer.Option(help="Language of the reasons.")] = Locale.zh_CN,
+) -> None:
+    """One row per member as of the day: RFM, segment, stickiness, lifecycle, churn risk and
+    its reasons, computed only from what was known on that day."""
+    from memberbot.cli import console, run
+
+    day = _day(as_of)
+
+    async def work(rt: runtime.Runtime) -> tuple[int, str]:
+        today = rt.today()
+        if day > today:
+            raise InvalidInput(f"{day} is in the future (today is {today}): nothing to score yet")
+        async with rt.db.read() as session:
+            score_set = await scores.compute(session, day)
+        return write_csv(score_set, output, locale.value), score_set.model.note
+
+    count, note = run(work)
+    console.print(f"{count:,} member(s) as of {day} written to {output}.", markup=False)
+    console.print(f"Churn risk: {note}.", markup=False)
