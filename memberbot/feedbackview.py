@@ -17,6 +17,7 @@ from db.types import utcnow
 from domain import feedback
 from domain.identity import mask_phone
 from memberbot import runtime
+from scheduler import notices
 
 complaints_app = typer.Typer(help="Member complaints: read and answer.", no_args_is_help=True)
 
@@ -70,9 +71,14 @@ def complaints_answer(
 
     async def work(rt: runtime.Runtime) -> feedback.ComplaintAnswer:
         async with rt.db.transaction() as session:
-            return await feedback.answer_complaint(
+            answered = await feedback.answer_complaint(
                 session, complaint_id, staff_id=staff_id, answer=text, now=utcnow()
             )
+            await notices.complaint_answered(session, answered)
+            return answered
 
     answered = run(work)
-    console.print(f"Complaint {answered.complaint_id} answered by staff account {staff_id}.")
+    console.print(
+        f"Complaint {answered.complaint_id} answered by staff account {staff_id}; "
+        "the answer is queued for the member's chat."
+    )

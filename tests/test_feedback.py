@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -477,8 +479,19 @@ def test_complaints_cli_lists_and_answers(complaints_cli: Path) -> None:
     answered = runner.invoke(cli, [*args, "--staff", str(clerk)])
     assert answered.exit_code == 0, answered.output
     assert f"Complaint {complaint_id} answered" in answered.output
+    queued = sqlite_rows(
+        complaints_cli, "SELECT rule, category, body FROM outbox_message ORDER BY id"
+    )
+    assert len(queued) == 1 and queued[0][:2] == ("complaint_answer", "transactional")
+    assert "抱歉，已安排免费重洗" in queued[0][2]  # alice's language is Chinese
     twice = runner.invoke(cli, [*args, "--staff", str(clerk)])
     assert twice.exit_code == 1 and "already been answered" in twice.output
+    assert len(sqlite_rows(complaints_cli, "SELECT id FROM outbox_message")) == 1
     after = runner.invoke(cli, ["complaints", "list", "--store", "main"], env=wide)
     assert after.exit_code == 0 and "No open complaints." in after.output
     assert runner.invoke(cli, ["complaints", "answer", str(complaint_id), "x"]).exit_code == 2
+
+
+def sqlite_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(path)) as connection:
+        return list(connection.execute(sql).fetchall())
