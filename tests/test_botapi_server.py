@@ -411,3 +411,14 @@ async def test_stopping_answers_a_pending_long_poll_and_leaves_no_task() -> None
         assert time.monotonic() - started < 2
 
     assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_on_sent_lets_a_member_answer_the_bot_at_once(server: BotApiServer, bot: Bot) -> None:
+    """The benchmark's closed loop: each accepted message queues the member's next words."""
+    server.on_sent = lambda message: server.user_text(message.chat_id, f"re: {message.text}")
+    await bot.send_message(CHAT, "how was your wash?")
+
+    [update] = await bot.get_updates(timeout=1)
+
+    assert update.message.text == "re: how was your wash?"
+    assert server.served_at[update.update_id] >= server.queued_at[update.update_id]
