@@ -83,6 +83,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
 from db.models import Member, OutboxMessage, Visit
+from domain import segments
 from domain.btyd import ParetoNbd
 from domain.errors import InvalidInput
 from domain.members import LOCALES
@@ -398,19 +399,7 @@ def history_statement(as_of: date, dialect: str, stride: int = 1) -> Select[Any]
         .where(before.member_id == agg.c.member_id, before.visited_on < agg.c.last)
         .scalar_subquery()
     )
-    rated = aliased(Visit)
-    satisfaction = (
-        select(rated.satisfaction)
-        .where(
-            rated.member_id == Member.id,
-            rated.visited_on <= as_of,
-            rated.satisfaction.is_not(None),
-        )
-        .order_by(rated.visited_on.desc(), rated.id.desc())
-        .limit(1)
-        .correlate(Member)
-        .scalar_subquery()
-    )
+    satisfaction = segments.last_satisfaction_sql(as_of)
     sent = OutboxMessage
     unanswered = (
         select(func.count())

@@ -290,19 +290,7 @@ async def member_metrics(
         func.min(Visit.visited_on).label("first"),
         func.max(Visit.visited_on).label("last"),
     ).where(Visit.visited_on <= as_of)
-    rated = aliased(Visit)
-    last_satisfaction = (
-        select(rated.satisfaction)
-        .where(
-            rated.member_id == Member.id,
-            rated.visited_on <= as_of,
-            rated.satisfaction.is_not(None),
-        )
-        .order_by(rated.visited_on.desc(), rated.id.desc())
-        .limit(1)
-        .correlate(Member)
-        .scalar_subquery()
-    )
+    last_satisfaction = last_satisfaction_sql(as_of)
     wanted = [Member.erased_at.is_(None)]
     if member_ids is not None:
         ids = sorted(set(member_ids))
@@ -509,3 +497,21 @@ async def vehicle_stages(
         VehicleStage(vehicle_id, member_id, purchase, car_stage(purchase, as_of))
         for vehicle_id, member_id, purchase in rows.all()
     ]
+
+
+def last_satisfaction_sql(as_of: date):  # type: ignore[no-untyped-def]
+    """SQL, correlated to `Member`: the member's most recent satisfaction score up to the day
+    (segments' pre-churn test and the churn model's feature read the same one)."""
+    rated = aliased(Visit)
+    return (
+        select(rated.satisfaction)
+        .where(
+            rated.member_id == Member.id,
+            rated.visited_on <= as_of,
+            rated.satisfaction.is_not(None),
+        )
+        .order_by(rated.visited_on.desc(), rated.id.desc())
+        .limit(1)
+        .correlate(Member)
+        .scalar_subquery()
+    )
