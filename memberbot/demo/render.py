@@ -42,8 +42,15 @@ def try_next(summary: DemoSummary) -> list[str]:
         ref = summary.sample.member.member_ref
         lines += [
             f"memberbot member show {ref}",
+            f"memberbot chat --phone {ref}",
             f'memberbot points adjust {ref} 200 --reason "goodwill after a late pick-up"',
+            f"memberbot member invite {ref}",
         ]
+    lines += [
+        f"memberbot rules preview --date {summary.today} --limit 2",
+        f"memberbot segments export --as-of {summary.today} -o demo-segments.csv",
+        "memberbot bookings day --store sh-xuhui",
+    ]
     if summary.export is not None:
         lines.append(f"memberbot import visits {summary.export / 'visits.csv'} --dry-run")
     else:
@@ -180,8 +187,7 @@ def _render_coming_up(console: Console, summary: DemoSummary) -> None:
 def _render_next(console: Console, summary: DemoSummary) -> None:
     console.rule("[bold]Try next[/bold]")
     console.print(
-        "The chat feature is on its way; until then, look around with the CLI. The first two "
-        "lines point it at the demo instead of your shop:"
+        "Look around with the CLI. The first two lines point it at the demo instead of your shop:"
     )
     for line in try_next(summary):
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
