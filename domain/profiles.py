@@ -14,7 +14,7 @@ from datetime import date
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Coupon, Member, Reward, Service, Store, Vehicle, Visit
+from db.models import Coupon, Member, MemberScore, Reward, Service, Store, Vehicle, Visit
 from domain import coupons, members, points, punchcards, tiers, wallet
 from domain.shop import LoyaltyRules
 
@@ -36,6 +36,7 @@ class MemberProfile:
     stored_value_cents: int = 0
     punch_cards: list[tuple[punchcards.CardStatus, Service | None]] = field(default_factory=list)
     coupons: list[tuple[Coupon, Reward | None]] = field(default_factory=list)
+    score: MemberScore | None = None  # last night's segment and churn risk, if computed
 
 
 async def _services(session: AsyncSession, codes: set[str]) -> dict[str, Service]:
@@ -84,4 +85,5 @@ async def profile(
         stored_value_cents=await wallet.balance(session, member.id),
         punch_cards=[(c, services.get(c.card.service_code)) for c in cards],
         coupons=await _coupons_with_rewards(session, member.id, today),
+        score=await session.get(MemberScore, member.id),
     )

@@ -9,8 +9,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from db.models import Coupon, Service
-from domain import coupons
+from db.models import Coupon, MemberScore, Service
+from domain import churn, coupons
 from domain.identity import mask_phone
 from domain.profiles import MemberProfile
 
@@ -59,6 +59,8 @@ def render(console: Console, profile: MemberProfile) -> None:
     soon = f"{p.expiring_soon:,} expiring by {p.expiring_by}"
     console.print(f"Points [bold]{p.balance:,}[/bold] · {soon}{expiry}")
     console.print(f"Stored value [bold]{yuan(profile.stored_value_cents)}[/bold]")
+    if profile.score is not None:
+        _render_score(console, profile.score)
     if profile.punch_cards:
         cards = Table("Service", "Left", "Expires", title="Punch cards")
         for status, service in profile.punch_cards:
@@ -108,3 +110,16 @@ def render(console: Console, profile: MemberProfile) -> None:
             "-" if visit.satisfaction is None else str(visit.satisfaction),
         )
     console.print(visits)
+
+
+def _render_score(console: Console, score: MemberScore) -> None:
+    """Last night's segment and churn risk, with the model's own reasons, so the counter knows
+    who to win back and why."""
+    reasons = "; ".join(churn.reason_text(code, "en") for code in score.reasons) or "-"
+    console.print(
+        f"Segment {score.rfm_segment} (RFM {score.rfm_score}) · {score.stickiness} · "
+        f"{score.lifecycle} · churn risk [bold]{score.churn_risk:.0%}[/bold] "
+        f"(as of {score.as_of}): {reasons}",
+        markup=True,
+        highlight=False,
+    )

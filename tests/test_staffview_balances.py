@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from rich.console import Console
 
 from db.session import Database
-from domain import coupons, members, points, profiles, punchcards, rewards, wallet
+from domain import coupons, members, points, profiles, punchcards, rewards, scores, visits, wallet
 from domain.shop import LoyaltyRules
 from memberbot import staffview
 
@@ -82,3 +82,30 @@ async def test_member_page_shows_wallet_cards_and_coupons(db: Database) -> None:
     assert birthday.code in page and "20% off" in page and "birthday" in page
     assert lapsed.code not in page and theirs.code not in page
     assert "of 5" not in page and "Detailing" not in page
+
+
+async def test_member_page_shows_last_nights_churn_risk_and_why(db: Database) -> None:
+    async with db.transaction() as session:
+        regular = await members.create(session, member_ref="R1", name="常客", phone=None)
+        lapsed = await members.create(session, member_ref="L1", name="久违", phone=None)
+        assert regular.id is not None and lapsed.id is not None
+        for month in range(12):
+            day = DAY - timedelta(days=30 * month + 1)
+            await visits.record(session, regular.id, day, 30_000, RULES, services=["wash"])
+        for month in range(6):
+            day = DAY - timedelta(days=300 + 30 * month)
+            await visits.record(session, lapsed.id, day, 30_000, RULES, services=["wash"])
+    async with db.read() as session:
+        before = await profiles.profile(session, lapsed, DAY, RULES)
+    assert before.score is None  # nothing is shown before the nightly job has run
+    async with db.transaction() as session:
+        await scores.refresh(session, DAY)
+    async with db.read() as session:
+        page = await profiles.profile(session, lapsed, DAY, RULES)
+        other = await profiles.profile(session, regular, DAY, RULES)
+    assert page.score is not None and other.score is not None
+    assert page.score.churn_risk > other.score.churn_risk
+    console = Console(record=True, width=200)
+    staffview.render(console, page)
+    text = console.export_text()
+    assert "churn risk" in text and "past their usual visit interval" in text

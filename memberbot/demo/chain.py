@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from db.models import Member, Store
 from db.session import Database, create_engine
-from domain import csvimport
+from domain import csvimport, scores
 from domain.shop import ShopConfig, load_shop_config
 from memberbot import runtime
 from memberbot.demo import activity
@@ -220,6 +220,10 @@ async def build(options: DemoOptions, console: Console | None = None) -> DemoSum
                 rt.db, data, rt.config.loyalty, seed=options.seed, today=today
             )
             timings["loyalty"] = time.perf_counter() - step
+            step = time.perf_counter()
+            async with rt.db.transaction() as session:
+                await scores.refresh(session, today)
+            timings["scores"] = time.perf_counter() - step
         summary = await summarize(rt, today, data.showcase_ref, options.export)
     finally:
         await rt.db.dispose()

@@ -193,7 +193,7 @@ def _render_next(console: Console, summary: DemoSummary) -> None:
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     t = summary.timings
     if t:
-        steps = ("generate", "import", "loyalty")
+        steps = ("generate", "import", "loyalty", "scores")
         parts = [f"{step} {t[step]:.1f} s" for step in steps if step in t]
         console.print(f"[dim]Done in {t.get('total', 0):.1f} s ({', '.join(parts)}).[/dim]")
 
