@@ -60,6 +60,7 @@ from db.migrate import upgrade
 from db.models import ChatBinding, Member, PointsEntry
 from db.session import Database
 from domain.shop import load_shop_config
+from memberbot.app import tune_gc
 from memberbot.settings import Settings
 
 SEED = 20_261_125
@@ -318,6 +319,7 @@ async def measure(db: Database, args: argparse.Namespace) -> bool:
         chat = Chat(db, config, clock=lambda: now, region=settings.default_region)
         application = telegram.build_application(chat, settings, concurrency=args.concurrency)
         async with telegram.running(application, settings):
+            tune_gc()  # as `memberbot serve` does once it has started
             if args.warmup:
                 print(f"warm-up: {args.warmup} of the members ask first")
                 await ask(server, chats[: args.warmup], args.in_flight, args.timeout)

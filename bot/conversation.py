@@ -193,9 +193,7 @@ class Turn:
     def label(self, name: str) -> str:
         """A short button label. Plain names come from the shared table `chat/label`; a flow's
         own labels are named `<flow>.<name>` and live in `chat/<flow>_labels`."""
-        flow, _, own = name.rpartition(".")
-        key = f"{flow}_labels" if flow else "label"
-        return self.chat.render(key, self.locale, {"name": own})
+        return self.chat.label(name, self.locale)
 
     def button(self, name: str, data: str | None = None) -> Button:
         """A labelled button; without data it runs the intent of the same name."""
@@ -264,6 +262,7 @@ class Chat:
         self.state_ttl_minutes = state_ttl_minutes
         self.bot_username = bot_username
         self.flows = {flow.name: flow for flow in flows}
+        self._labels: dict[tuple[str, str], str] = {}
         self._intents: dict[str, tuple[Flow, Handler]] = {}
         for flow in flows:
             for name, handler in flow.intents.items():
@@ -274,9 +273,22 @@ class Chat:
     def render(self, key: str, locale: str, context: Mapping[str, Any]) -> str:
         return self.renderer.render(f"chat/{key}", locale, context)
 
+    def label(self, name: str, locale: str) -> str:
+        """A button label: plain names from the shared table `chat/label`, a flow's own
+        `<flow>.<name>` from `chat/<flow>_labels`. Labels depend on nothing but their name and
+        language, so each is rendered once per process (every menu shows a dozen)."""
+        cached = self._labels.get((name, locale))
+        if cached is None:
+            flow, _, own = name.rpartition(".")
+            key = f"{flow}_labels" if flow else "label"
+            cached = self.render(key, locale, {"name": own})
+            self._labels[(name, locale)] = cached
+        return cached
+
     async def handle(self, event: Event) -> list[Reply]:
         """The replies to one event. Never raises for anything the sender did."""
-        async with self.db.read() as session:
+        # The turn's lookups are independent point reads: no snapshot needed across them.
+        async with self.db.read(snapshot=False) as session:
             turn = await self._turn(session, event)
             try:
                 return await self._route(turn)

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from db.models import Member
 
 _WRITE_OPTION = "memberbot_write"
+_SNAPSHOT_OPTION = "memberbot_snapshot"
 
 
 def _prepare_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
@@ -42,8 +43,12 @@ def _prepare_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        write = conn.get_execution_options().get(_WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get(_WRITE_OPTION, False):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif options.get(_SNAPSHOT_OPTION, True):
+            conn.exec_driver_sql("BEGIN")
+        # else: autocommit, each statement reads the newest data on its own
 
 
 def create_engine(url: str, *, busy_timeout_ms: int = 30_000, echo: bool = False) -> AsyncEngine:
@@ -94,9 +99,13 @@ class Database:
                 raise
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
-        """A read-only unit of work: one consistent snapshot, never holds the write lock."""
+    async def read(self, *, snapshot: bool = True) -> AsyncIterator[AsyncSession]:
+        """A read-only unit of work that never holds the write lock: one consistent snapshot,
+        or with `snapshot=False` (SQLite) each statement on its own, which spares the chat's
+        short lookups a BEGIN and a ROLLBACK each."""
         async with self._sessions() as session:
+            if not snapshot:
+                await session.connection(execution_options={_SNAPSHOT_OPTION: False})
             # Closing ends the transaction without expiring what was loaded, so callers may
             # keep reading the objects they fetched.
             yield session
