@@ -17,6 +17,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 import uvicorn
 from sqlalchemy import text
@@ -32,6 +33,7 @@ from db.session import Database
 from memberbot import runtime
 from memberbot.settings import Settings, get_settings
 from scheduler import jobs
+from scheduler.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +56,24 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
         routes: list[BaseRoute] = [Route(HEALTH_PATH, health_endpoint(rt.db))]
         senders: dict[str, Sender] = {}
         if settings.telegram_token:
-            chat = build_chat(rt)
-            application = telegram.build_application(chat, settings)
-            await stack.enter_async_context(telegram.running(application, settings))
             sender = telegram.TelegramSender(settings.telegram_token, settings.telegram_base_url)
             senders[sender.channel] = await stack.enter_async_context(sender)
+        else:
+            log.info("no chat channel configured (MEMBERBOT_TELEGRAM_TOKEN is unset)")
+        # One dispatcher for the process: the chat's replies count against its pace, so
+        # replies and reminders together keep to the bot's limit.
+        dispatcher = jobs.build_dispatcher(rt, senders)
+        if settings.telegram_token:
+            application = telegram.build_application(
+                build_chat(rt),
+                settings,
+                on_sent=partial(dispatcher.note_send, telegram.CHANNEL),
+            )
+            await stack.enter_async_context(telegram.running(application, settings))
             if telegram.webhook_mode(settings):
                 secret = settings.telegram_webhook_secret or ""
                 routes.append(telegram.webhook_route(application, secret))
-        else:
-            log.info("no chat channel configured (MEMBERBOT_TELEGRAM_TOKEN is unset)")
-        await stack.enter_async_context(scheduler(rt, senders))
+        await stack.enter_async_context(scheduler(rt, senders, dispatcher))
         port = http_port(settings)
         if port is not None:
             app = Starlette(routes=routes)
@@ -90,11 +99,13 @@ def build_chat(rt: runtime.Runtime) -> Chat:
 
 
 @asynccontextmanager
-async def scheduler(rt: runtime.Runtime, senders: dict[str, Sender]) -> AsyncIterator[None]:
+async def scheduler(
+    rt: runtime.Runtime, senders: dict[str, Sender], dispatcher: Dispatcher
+) -> AsyncIterator[None]:
     """The lifecycle rules and the outbox dispatcher, sending through `senders` (channel name →
     Sender); they stop before the senders close. They run whether or not a chat channel is
     configured: rules still fill the outbox, and members without a chat are counted for staff."""
-    async with jobs.running(rt, senders):
+    async with jobs.running(rt, senders, dispatcher=dispatcher):
         yield
 
 

@@ -270,6 +270,14 @@ class Pacer:
                 self._forget_idle_chats(now)
                 return
 
+    def note(self, chat: str) -> None:
+        """A send made on the same bot outside the dispatcher (a chat reply) uses the same
+        budget: reminders slow down while members are talking, and the two together stay
+        under the channel's limit. Replies never wait for reminders."""
+        now = self._now()
+        self._starts.append(now)
+        self._chat_next[chat] = max(self._chat_next.get(chat, 0.0), now + self.limits.chat_interval)
+
     def flooded(self, chat: str, retry_after: float) -> None:
         """The channel answered "too many requests, retry after": that chat waits; if other
         chats were told the same just now, the whole channel waits."""
@@ -474,6 +482,12 @@ class Dispatcher:
             if channel in self.senders
         }
         self._sends = asyncio.Semaphore(self.policy.concurrency)
+
+    def note_send(self, channel: str, address: str) -> None:
+        """Count a message the chat itself sent on `channel` against the reminders' pace."""
+        pacer = self.pacers.get(channel)
+        if pacer is not None:
+            pacer.note(address)
 
     async def run_once(self) -> DispatchSummary:
         """One round: claim a batch, decide, send, record. Returns what happened."""

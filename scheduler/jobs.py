@@ -175,6 +175,16 @@ class Jobs:
             await asyncio.wait(set(self.running), timeout=timeout)
 
 
+def build_dispatcher(runtime: Runtime, senders: Mapping[str, Sender]) -> Dispatcher:
+    """The dispatcher `serve` runs, with the settings' policy in the chain's time zone."""
+    zone = chain_zone(runtime)
+    return Dispatcher(
+        runtime.db,
+        senders,
+        DispatchPolicy.from_settings(runtime.settings, default_timezone=zone.key),
+    )
+
+
 def build_scheduler(
     runtime: Runtime,
     senders: Mapping[str, Sender],
@@ -184,11 +194,7 @@ def build_scheduler(
     """The schedule, not started. Its `Jobs` is `scheduler.memberbot_jobs`."""
     settings = runtime.settings
     zone = chain_zone(runtime)
-    dispatcher = dispatcher or Dispatcher(
-        runtime.db,
-        senders,
-        DispatchPolicy.from_settings(settings, default_timezone=zone.key),
-    )
+    dispatcher = dispatcher or build_dispatcher(runtime, senders)
     jobs = Jobs(runtime, dispatcher)
     scheduler = AsyncIOScheduler(
         timezone=zone,
@@ -235,11 +241,12 @@ async def running(
     runtime: Runtime,
     senders: Mapping[str, Sender],
     *,
+    dispatcher: Dispatcher | None = None,
     stop_grace: float = STOP_GRACE_SECONDS,
 ) -> AsyncIterator[AsyncIOScheduler]:
     """The schedule, started; on exit no new job starts, a dispatch in progress finishes its
     batch (so nothing is left claimed until its lease runs out), then the scheduler stops."""
-    scheduler = build_scheduler(runtime, senders)
+    scheduler = build_scheduler(runtime, senders, dispatcher=dispatcher)
     jobs: Jobs = scheduler.memberbot_jobs  # type: ignore[attr-defined]
     scheduler.start()
     log.info(

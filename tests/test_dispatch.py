@@ -28,6 +28,7 @@ from scheduler.dispatch import (
     ChannelLimits,
     Dispatcher,
     DispatchPolicy,
+    Pacer,
     QuietHours,
     revive,
 )
@@ -569,3 +570,17 @@ async def test_a_rule_can_say_whether_quiet_hours_hold_its_messages(
     assert (summary.sent, summary.deferred) == (1, 1)
     assert (await row(db, urgent)).status == outbox.SENT
     assert (await row(db, patient)).status == outbox.PENDING
+
+
+async def test_chat_replies_use_up_the_reminders_budget() -> None:
+    clock = [100.0]
+    pacer = Pacer(ChannelLimits(per_second=3, chat_interval=1.0), monotonic=lambda: clock[0])
+    for chat in ("a", "b", "c"):  # three replies the chat just sent on the same bot
+        pacer.note(chat)
+    started = asyncio.get_running_loop().time()
+    task = asyncio.create_task(pacer.wait_turn("d"))
+    await asyncio.sleep(0.05)
+    assert not task.done()  # the window is full: a reminder must wait
+    clock[0] += 1.1
+    await asyncio.wait_for(task, 2)
+    assert asyncio.get_running_loop().time() - started < 2

@@ -176,8 +176,9 @@ class TelegramChannel:
     """The handlers: each turns one kind of update into an `Event`, asks the core, and shows
     the replies."""
 
-    def __init__(self, chat: Chat) -> None:
+    def __init__(self, chat: Chat, on_sent: Callable[[str], None] | None = None) -> None:
         self.chat = chat
+        self.on_sent = on_sent
 
     def register(self, application: Application) -> None:
         """Every handler, in one place. Only private chats are served: a member's chat is
@@ -282,6 +283,9 @@ class TelegramChannel:
         asks = any(reply.contact_button for reply in replies)
         remove = not asks and (keyboard_used or bool(state.get(_KEYBOARD_UP)))
         await show(context.bot, int(event.address), replies, edit=edit, remove_keyboard=remove)
+        if self.on_sent is not None:
+            for _reply in replies:
+                self.on_sent(event.address)
         if asks:
             state[_KEYBOARD_UP] = True
         elif remove:
@@ -339,9 +343,14 @@ async def _edit(bot: Bot, message: Message, reply: Reply) -> bool:
 
 
 def build_application(
-    chat: Chat, settings: Settings, *, concurrency: int = DEFAULT_CONCURRENCY
+    chat: Chat,
+    settings: Settings,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_sent: Callable[[str], None] | None = None,
 ) -> Application:
-    """The bot for `settings.telegram_token`, long polling unless a webhook URL is set."""
+    """The bot for `settings.telegram_token`, long polling unless a webhook URL is set.
+    `on_sent(chat_id)` hears of every reply sent, so the reminders can share the bot's pace."""
     if not settings.telegram_token:
         raise ConfigError([("environment", "MEMBERBOT_TELEGRAM_TOKEN", "is not set")])
     webhook = webhook_mode(settings)
@@ -361,7 +370,7 @@ def build_application(
     if webhook:
         builder = builder.updater(None)
     application = builder.build()
-    TelegramChannel(chat).register(application)
+    TelegramChannel(chat, on_sent).register(application)
     return application
 
 
