@@ -263,6 +263,7 @@ class Chat:
         self.bot_username = bot_username
         self.flows = {flow.name: flow for flow in flows}
         self._labels: dict[tuple[str, str], str] = {}
+        self.staff_channel: Callable[[Sequence[str], Reply], Awaitable[None]] | None = None
         self._intents: dict[str, tuple[Flow, Handler]] = {}
         for flow in flows:
             for name, handler in flow.intents.items():
@@ -272,6 +273,17 @@ class Chat:
 
     def render(self, key: str, locale: str, context: Mapping[str, Any]) -> str:
         return self.renderer.render(f"chat/{key}", locale, context)
+
+    async def tell_staff(self, addresses: Sequence[str], reply: Reply) -> None:
+        """Alert staff in their own chats (Telegram user ids), when the process has a channel
+        for it (`staff_channel`, set by `memberbot serve`). Best effort: what staff must act on
+        is also on their lists, so a failed alert is logged and the member's turn goes on."""
+        if self.staff_channel is None or not addresses:
+            return
+        try:
+            await self.staff_channel(addresses, reply)
+        except Exception:
+            log.warning("staff alert failed", exc_info=True)
 
     def label(self, name: str, locale: str) -> str:
         """A button label: plain names from the shared table `chat/label`, a flow's own

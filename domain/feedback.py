@@ -362,3 +362,18 @@ async def nps(
         )
     promoters, passives, detractors = (await session.execute(query)).one()
     return NpsReport(promoters=int(promoters), passives=int(passives), detractors=int(detractors))
+
+
+async def complaint_recipients(session: AsyncSession, member_id: int) -> list[int]:
+    """The Telegram user ids to alert when the member complains: the active staff of their home
+    store and the chain-wide managers, the same people who may answer it."""
+    member = await members.get(session, member_id)
+    at_store = Staff.store_id == member.home_store_id if member.home_store_id else None
+    chain_manager = and_(Staff.store_id.is_(None), Staff.role == staff.MANAGER)
+    who = chain_manager if at_store is None else (at_store | chain_manager)
+    rows = await session.scalars(
+        select(Staff.telegram_user_id)
+        .where(Staff.active.is_(True), Staff.telegram_user_id.is_not(None), who)
+        .order_by(Staff.id)
+    )
+    return [int(user_id) for user_id in rows.all()]

@@ -15,7 +15,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.channels import telegram
-from bot.channels.base import Sender
-from bot.conversation import Chat
+from bot.channels.base import SENT, Sender
+from bot.conversation import Chat, Reply
 from db.session import Database
 from memberbot import runtime
 from memberbot.settings import Settings, get_settings
@@ -64,8 +64,10 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
         # replies and reminders together keep to the bot's limit.
         dispatcher = jobs.build_dispatcher(rt, senders)
         if settings.telegram_token:
+            chat = build_chat(rt)
+            chat.staff_channel = partial(alert_staff, sender)
             application = telegram.build_application(
-                build_chat(rt),
+                chat,
                 settings,
                 on_sent=partial(dispatcher.note_send, telegram.CHANNEL),
             )
@@ -83,6 +85,15 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
         log.info("memberbot is serving")
         await stop.wait()
         log.info("memberbot is stopping")
+
+
+async def alert_staff(sender: Sender, addresses: Sequence[str], reply: Reply) -> None:
+    """Staff alerts go out on the reminders' sender, outside the outbox: they are about staff,
+    not members, and what they say is also on the staff's lists."""
+    for address in addresses:
+        delivery = await sender.send(address, reply)
+        if delivery.status != SENT:
+            log.warning("staff alert not delivered: %s", delivery.status)
 
 
 def build_chat(rt: runtime.Runtime) -> Chat:

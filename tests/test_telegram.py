@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,7 +31,7 @@ from bot.conversation import Button, Chat, Flow, Reply
 from bot.flows import ALL_FLOWS
 from db.models import Member
 from db.session import Database
-from domain import binding, bookings, members, points
+from domain import binding, bookings, members, points, staff
 from domain.errors import ConfigError
 from domain.shop import ShopConfig
 from memberbot import app
@@ -239,6 +240,57 @@ async def test_stop_opts_out_of_marketing_only(bot: Bot, shop_config: ShopConfig
     async with bot.db.read() as session:
         member = await session.scalar(select(Member).where(Member.id == member_id))
     assert member is not None and member.marketing_consent is False
+
+
+async def test_a_complaint_reaches_the_store_staff_on_telegram(
+    bot: Bot, shop_config: ShopConfig
+) -> None:
+    clerk_user, manager_user, elsewhere_user = 7001, 7002, 7003
+    async with bot.db.transaction() as session:
+        store = await bookings.store_by_code(session, "main")
+        member = await members.create(
+            session, member_ref="M2", name="赵女士", phone=PHONE, home_store_id=store.id
+        )
+        await staff.add(
+            session,
+            name="小张",
+            role=staff.STAFF,
+            store_code="main",
+            telegram_user_id=clerk_user,
+            actor="t",
+        )
+        await staff.add(
+            session,
+            name="刘经理",
+            role=staff.MANAGER,
+            store_code=None,
+            telegram_user_id=manager_user,
+            actor="t",
+        )
+        await staff.add(  # chain-wide but not a manager: not whom a complaint is for
+            session,
+            name="小李",
+            role=staff.STAFF,
+            store_code=None,
+            telegram_user_id=elsewhere_user,
+            actor="t",
+        )
+        assert member.id is not None
+    code = await invite(bot.db, member.id)
+    server = bot.server
+    await bot.answer(ALICE, lambda: server.user_command(ALICE, "start", code))
+    async with tg.TelegramSender(server.token, server.base_url) as sender:
+        bot.chat.staff_channel = partial(app.alert_staff, sender)
+        await bot.answer(ALICE, lambda: server.user_text(ALICE, "投诉"))
+        [filed] = await bot.answer(ALICE, lambda: server.user_text(ALICE, "洗车后还有水渍"))
+        [alert] = await server.wait_sent(clerk_user, 1)
+        [to_manager] = await server.wait_sent(manager_user, 1)
+
+    assert "洗车后还有水渍" in alert.text and "M2" in alert.text
+    assert "+86138****5678" in alert.text and PHONE not in alert.text
+    assert to_manager.text == alert.text
+    assert server.sent_to(elsewhere_user) == []
+    assert "已收到您的反馈" in filed.text
 
 
 async def test_unknown_command_gets_the_menu(bot: Bot) -> None:

@@ -22,6 +22,8 @@ from bot import intents
 from bot.conversation import Button, Flow, Reply, Stale, Turn
 from domain import binding, feedback
 from domain.errors import NotFound
+from domain.identity import mask_phone
+from domain.messages import DEFAULT_LOCALE
 
 NAME = "feedback"
 AWAIT_COMMENT, AWAIT_COMPLAINT = "comment", "complaint"
@@ -153,8 +155,32 @@ async def _file(turn: Turn, text: str) -> list[Reply]:
             session, turn.member_id, text, turn.event.channel, turn.now
         )
         await _stop_waiting(turn, session)
+        recipients = await feedback.complaint_recipients(session, turn.member_id)
     turn.state = None
+    await _alert_staff(turn, recipients, filed.id, text)
     return [turn.say("feedback_complaint_filed", turn.menu(), complaint={"id": filed.id})]
+
+
+async def _alert_staff(
+    turn: Turn, recipients: list[int], complaint_id: int | None, text: str
+) -> None:
+    """Staff of the member's store hear of it at once (the complaint is already on their list;
+    the alert is a courtesy, so a failed one changes nothing)."""
+    member = turn.member
+    if not recipients or member is None:
+        return
+    alert = turn.chat.render(
+        "staff_complaint",
+        DEFAULT_LOCALE,
+        {
+            "complaint": {"id": complaint_id, "body": text},
+            "member": {
+                "member_ref": turn.member.member_ref,
+                "phone": mask_phone(turn.member.phone),
+            },
+        },
+    )
+    await turn.chat.tell_staff([str(user_id) for user_id in recipients], Reply(alert))
 
 
 async def _stop_waiting(turn: Turn, session: AsyncSession) -> None:
