@@ -254,6 +254,28 @@ async def test_cars_show_the_own_plate_formatted_and_due_dates(
     assert "沪A·12345　大众 帕萨特" in reply.text
     assert "保险到期：2026年3月25日（还有 15 天）" in reply.text
     assert "年检到期：2026年9月30日" in reply.text
+    assert "下次保养" not in reply.text  # no maintenance on record: nothing is guessed
+
+
+async def test_cars_show_when_the_next_service_is_due(
+    db: Database, chat: Chat, shop_config: ShopConfig
+) -> None:
+    member = await rich_member(db, chat, shop_config)
+    async with db.transaction() as session:
+        car = await session.scalar(select(Vehicle).where(Vehicle.member_id == member.id))
+        assert car is not None
+        await visits.record(
+            session,
+            member.id,
+            date(2025, 10, 1),
+            48_000,
+            shop_config.loyalty,
+            vehicle_id=car.id,
+            services=["oil_service"],
+            mileage_km=20_000,
+        )
+    reply = only(await say(chat, member.address, "我的车"))
+    assert "下次保养：小保养（机油机滤） 2026年4月1日，还有 22 天" in reply.text
 
 
 async def test_redeem_charges_once_however_often_confirm_is_tapped(

@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.conversation import Button, Flow, Reply, Stale, Turn
 from db.models import Coupon, PointsEntry, Reward, Service, Tier, Vehicle
-from domain import coupons, points, profiles, punchcards, rewards, tiers
+from domain import coupons, maintenance, points, profiles, punchcards, rewards, tiers
 
 NAME = "loyalty"
 HISTORY_LINES = 10
@@ -167,20 +167,34 @@ def _card_view(
     }
 
 
-def _car_view(car: Vehicle) -> dict[str, Any]:
-    """The member's own car: the plate is theirs to see, formatted by the template."""
+def _car_view(car: Vehicle, dues: list[maintenance.Due], locale: str) -> dict[str, Any]:
+    """The member's own car: the plate is theirs to see, formatted by the template; the next
+    maintenance is the soonest service due."""
+    soonest = dues[0] if dues else None
     return {
         "plate": car.plate,
         "make": car.make or "",
         "model": car.model or "",
         "insurance_expiry": car.insurance_expiry,
         "inspection_due": car.inspection_due,
+        "next_service": None
+        if soonest is None
+        else {
+            "name": soonest.name_en if locale == "en" else soonest.name_zh,
+            "due_on": soonest.due_on,
+            "by": soonest.by,
+        },
     }
 
 
 async def cars(turn: Turn, _args: Sequence[str]) -> list[Reply]:
     profile = await _profile(turn)
-    shown = [_car_view(car) for car in profile.vehicles[:CARS_SHOWN]]
+    async with turn.read() as session:
+        dues = await maintenance.next_due(session, turn.member_id)
+    shown = [
+        _car_view(car, dues.get(int(car.id or 0), []), turn.locale)
+        for car in profile.vehicles[:CARS_SHOWN]
+    ]
     return [
         turn.say(
             "loyalty_cars",
