@@ -50,6 +50,8 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
     tune_gc()
     # httpx logs every request URL at INFO, and a Bot API URL holds the bot token.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # APScheduler logs every run of every job at INFO: the dispatcher alone every 5 seconds.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(rt.db.dispose)
         stack.enter_context(_stop_on_signals(stop))
