@@ -100,3 +100,25 @@ def export(
     count, note = run(work)
     console.print(f"{count:,} member(s) as of {day} written to {output}.", markup=False)
     console.print(f"Churn risk: {note}.", markup=False)
+
+
+@segments_app.command("refresh")
+def refresh(
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="The day, YYYY-MM-DD; default today.")
+    ] = None,
+) -> None:
+    """Recompute every member's segment and churn risk into the nightly snapshot (what staff
+    see in `member show`). `serve` runs this each night in a process of its own."""
+    from memberbot.cli import console, run
+
+    async def work(rt: runtime.Runtime) -> int:
+        day = _day(as_of) if as_of else rt.today()
+        if day > rt.today():
+            raise InvalidInput(f"{day} is in the future: nothing to score yet")
+        async with rt.db.read() as session:
+            score_set = await scores.compute(session, day)
+        async with rt.db.transaction() as session:
+            return await scores.store(session, score_set)
+
+    console.print(f"{run(work):,} member(s) scored.", markup=False)

@@ -6,7 +6,7 @@
 | `daily_rules` | daily at `daily_rules_at` | `scheduler.rules.run` for today |
 | `booking_reminders` | hourly, at :05 | the booking reminder rules again, for bookings made since |
 | `points_expiry` | nightly 00:15 | `domain.points.expire` as of today |
-| `segments` | nightly 01:00 | `domain.scores.refresh` as of today |
+| `segments` | nightly 01:00 | `memberbot segments refresh` in a child process, as of today |
 | `tier_review` | monthly, the 1st at 02:00 | `domain.tiers.review` as of today |
 
 Every job is coalesced (runs missed while the process was down or busy collapse into one run),
@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from datetime import time as clock_time
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -36,7 +39,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.channels.base import Sender
-from domain import points, scores, tiers
+from domain import points, tiers
 from scheduler.dispatch import Dispatcher, DispatchPolicy, DispatchSummary
 
 if TYPE_CHECKING:  # memberbot builds the scheduler; the arrow points from it to us
@@ -147,10 +150,7 @@ class Jobs:
         day = self.runtime.today()
 
         async def work() -> int:
-            async with self.runtime.db.read() as session:
-                score_set = await scores.compute(session, day)
-            async with self.runtime.db.transaction() as session:
-                return await scores.store(session, score_set)
+            return await refresh_scores_apart(self.runtime, day)
 
         written = await self._tracked(work)
         log.info("segments as of %s: %d members scored", day, written)
@@ -173,6 +173,36 @@ class Jobs:
         self.stopping.set()
         if self.running:
             await asyncio.wait(set(self.running), timeout=timeout)
+
+
+async def refresh_scores_apart(runtime: Runtime, day: date) -> int:
+    """Score every member in a child process (`memberbot segments refresh`): fitting the
+    churn model over a big chain holds gigabytes for minutes, which the serving process should
+    not keep afterwards. The child reads the same database and shop configuration."""
+    settings = runtime.settings
+    env = {
+        **os.environ,
+        # The database this process really uses (its engine's), password included.
+        "MEMBERBOT_DATABASE_URL": runtime.db.engine.url.render_as_string(hide_password=False),
+        "MEMBERBOT_SHOP_CONFIG": str(settings.shop_config),
+    }
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "memberbot",
+        "segments",
+        "refresh",
+        "--as-of",
+        day.isoformat(),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"segments refresh exited {child.returncode}: {err.decode()[-500:]}")
+    counted = re.search(r"([\d,]+) member\(s\) scored", out.decode())
+    return int(counted.group(1).replace(",", "")) if counted else 0
 
 
 def build_dispatcher(runtime: Runtime, senders: Mapping[str, Sender]) -> Dispatcher:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from bot.channels.telegram import TelegramSender
-from db.models import ChatBinding, OutboxMessage
+from db.models import ChatBinding, MemberScore, OutboxMessage
 from db.session import Database
 from db.types import utcnow
 from domain import members
@@ -140,7 +140,10 @@ async def test_job_functions_are_idempotent(db: Database, shop_config: ShopConfi
     assert await work.points_expiry() == 0
     assert await work.points_expiry() == 0
     assert await work.tier_review() == 0
-    assert await work.segments() == await work.segments()
+    # Scored in a child process, into the same database: one row per live member, twice over.
+    assert await work.segments() == await work.segments() == 1
+    async with db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(MemberScore)) == 1
     # No chat is bound: the birthday message is unreachable, for staff to call.
     assert (await work.dispatch()).unreachable == queued
 
