@@ -14,16 +14,17 @@ reading by `churn.reason_text`, in whichever language the reader wants.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from itertools import islice
 
 import numpy as np
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import MemberScore
-from db.session import upsert_insert
+from db.session import Database, upsert_insert
 from db.types import utcnow
 from domain import churn, segments
 from domain.churn import Assessment, ChurnConfig, ChurnModel
@@ -31,6 +32,7 @@ from domain.segments import MemberSegment
 
 # Eleven columns a row: well under SQLite's bound-parameter limit per statement.
 _UPSERT_CHUNK = 1_000
+ROWS_PER_COMMIT = 20_000
 RISK_DECIMALS = 4
 
 
@@ -113,17 +115,44 @@ async def store(session: AsyncSession, score_set: ScoreSet) -> int:
     """Write a computed snapshot over the previous one (members no longer scored, such as the
     erased, drop out)."""
     started = utcnow()
+    written = await _write(session, score_set, started)
+    await _drop_older(session, started)
+    return written
+
+
+async def store_in_batches(
+    db: Database, score_set: ScoreSet, rows_per_commit: int = ROWS_PER_COMMIT
+) -> int:
+    """`store`, committed every `rows_per_commit` members: on SQLite a writer holds the whole
+    database, and a million rows in one transaction would keep the chat's bookings and
+    redemptions waiting past their timeout. Until the last batch commits, staff may see some
+    members scored as of today and some as of yesterday."""
+    started = utcnow()
+    rows = iter(score_set)
+    written = 0
+    while batch := list(islice(rows, rows_per_commit)):
+        async with db.transaction() as session:
+            written += await _write(session, batch, started)
+    async with db.transaction() as session:
+        await _drop_older(session, started)
+    return written
+
+
+async def _write(session: AsyncSession, rows: Iterable[ScoreRow], computed_at: datetime) -> int:
     written = 0
     chunk: list[dict[str, object]] = []
-    for row in score_set:
-        chunk.append(_values(row, started))
+    for row in rows:
+        chunk.append(_values(row, computed_at))
         if len(chunk) >= _UPSERT_CHUNK:
             written += await _upsert(session, chunk)
             chunk = []
     if chunk:
         written += await _upsert(session, chunk)
-    await session.execute(delete(MemberScore).where(MemberScore.computed_at < started))
     return written
+
+
+async def _drop_older(session: AsyncSession, started: datetime) -> None:
+    await session.execute(delete(MemberScore).where(MemberScore.computed_at < started))
 
 
 def _values(row: ScoreRow, computed_at: object) -> dict[str, object]:

@@ -118,7 +118,6 @@ def refresh(
             raise InvalidInput(f"{day} is in the future: nothing to score yet")
         async with rt.db.read() as session:
             score_set = await scores.compute(session, day)
-        async with rt.db.transaction() as session:
-            return await scores.store(session, score_set)
+        return await scores.store_in_batches(rt.db, score_set)
 
     console.print(f"{run(work):,} member(s) scored.", markup=False)

@@ -413,6 +413,32 @@ async def test_refresh_writes_one_row_per_live_member_and_drops_the_erased(db: D
     assert again == written - 1 and victim not in left
 
 
+async def test_batched_store_writes_the_same_snapshot(db: Database) -> None:
+    ids, _live = await _chain_for_export(db)
+    async with db.transaction() as session:
+        await scores.refresh(session, AS_OF)  # yesterday's snapshot, with the victim in it
+    victim = ids["PROSPECT"]
+    async with db.transaction() as session:
+        await privacy.erase(session, victim, actor="test", reason="asked")
+    async with db.read() as session:
+        score_set = await scores.compute(session, AS_OF)
+
+    async def snapshot() -> dict[int, tuple[object, ...]]:
+        async with db.read() as session:
+            return {
+                s.member_id: (s.as_of, s.churn_risk, s.rfm_score, s.stickiness, tuple(s.reasons))
+                for s in (await session.scalars(select(MemberScore))).all()
+            }
+
+    assert victim in await snapshot()
+    batched_count = await scores.store_in_batches(db, score_set, rows_per_commit=7)
+    batched = await snapshot()
+    assert victim not in batched  # the erased member's old row went with the last batch
+    async with db.transaction() as session:
+        at_once = await scores.store(session, score_set)
+    assert batched_count == at_once == len(batched) and batched == await snapshot()
+
+
 def _cli() -> typer.Typer:
     app = typer.Typer()
     app.add_typer(segments_app, name="segments")
