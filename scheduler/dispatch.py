@@ -96,6 +96,7 @@ ERASED, NO_CONSENT, MARKETING_CAP = "erased", "no_consent", "marketing_cap"
 NO_CHAT, NO_SENDER, BLOCKED_CHAT = "no_chat", "no_sender", "blocked"
 QUIET_HOURS, LEASE_ENDING = "quiet_hours", "lease_ending"
 UNBIND_ACTOR = "dispatch"
+OPT_OUT_FOOTER = "opt_out_footer"
 
 # Our window is this much longer than the channel's one second: requests leave in the pace we
 # set but arrive with a few milliseconds of jitter, and a send that arrives early would fall in
@@ -674,6 +675,9 @@ class Dispatcher:
         text = row.body
         if text is None:
             text = self.renderer.render(row.template_key, row.locale, revive(context), channel)
+        if row.category == outbox.MARKETING:
+            # Every offer says how to stop them, whoever wrote its template.
+            text = f"{text}\n\n{self.renderer.render(OPT_OUT_FOOTER, row.locale, {}, channel)}"
         return Reply(text=text, buttons=buttons_from(context))
 
     # -- sending and recording -------------------------------------------------------------

@@ -181,7 +181,10 @@ async def test_service_goes_marketing_needs_consent_and_an_opt_out_stops_it(
     summary = await Dispatcher(db, {"telegram": sender}, policy(), clock=Clock()).run_once()
 
     assert (summary.claimed, summary.sent, summary.skipped) == (4, 2, 2)
-    assert texts(server, 101) == [f"reminder promo for {willing}"]
+    # An offer always says how to stop them; a service reminder needs no such line.
+    assert texts(server, 101) == [
+        f"reminder promo for {willing}\n\n回复“退订”即可不再接收优惠信息（保养、预约等服务提醒不受影响）。"
+    ]
     assert texts(server, 102) == [f"reminder oil for {unasked}"]
     assert texts(server, 103) == []
     for skipped in (promo[unasked], promo[opted_out]):
@@ -247,7 +250,7 @@ async def test_marketing_cap_counts_the_window_and_skips_the_excess(
     summary = await dispatcher.run_once()
 
     assert (summary.sent, summary.skipped) == (2, 2)
-    assert texts(server, 301) == [
+    assert [text.split("\n")[0] for text in texts(server, 301)] == [
         f"reminder old for {fan}",
         f"reminder recent for {fan}",
         f"reminder new0 for {fan}",
