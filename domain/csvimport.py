@@ -1015,7 +1015,11 @@ class _Visits(_Importer):
             )
         affected = select(_visit.c.member_id).where(_visit.c.id > self.first_new_id)
         self.run.result.tier_upgrades = await tiers.review(
-            self.session, self.run.today, downgrade=False, member_ids=affected
+            self.session,
+            self.run.today,
+            downgrade=False,
+            member_ids=affected,
+            upgrade_reason=tiers.IMPORTED,
         )
         if self.run.result.points_credited:
             await points.expire(self.session, self.run.today)

@@ -17,6 +17,10 @@ from domain.errors import NotFound
 
 WINDOW_DAYS = 365
 
+# Why a tier changed (TierChange.reason): a visit or review moved the member up, a review moved
+# them down, or an import brought in history that had earned the tier long ago.
+UPGRADE, REVIEW, IMPORTED = "upgrade", "review", "import"
+
 
 @dataclass(frozen=True)
 class TierProgress:
@@ -99,7 +103,7 @@ async def upgrade_if_due(session: AsyncSession, member_id: int, as_of: date) -> 
     if target.rank <= ranks[member.tier_code]:
         return None
     change = TierChange(
-        member_id=member_id, from_tier=member.tier_code, to_tier=target.code, reason="upgrade"
+        member_id=member_id, from_tier=member.tier_code, to_tier=target.code, reason=UPGRADE
     )
     member.tier_code, member.tier_since = target.code, utcnow()
     session.add_all([member, change])
@@ -120,13 +124,15 @@ async def review(
     *,
     downgrade: bool = True,
     member_ids: Sequence[int] | Select[Any] | None = None,
+    upgrade_reason: str = UPGRADE,
 ) -> int:
     """Move every member to the tier their spend earns; set-based. Returns how many moved.
 
     The periodic review (downgrade=True) moves both ways; after a bulk import it runs with
     downgrade=False, which applies only the upgrades a visit would have given at once.
     `member_ids` limits it to some members: a list, or a SELECT of ids (the import passes
-    the members of the visits it inserted, however many).
+    the members of the visits it inserted, however many). `upgrade_reason` names the moves up
+    in the tier history: the import's are IMPORTED, old news no member is congratulated on.
     """
     tiers = await all_tiers(session)
     by_rank = {t.rank: t.code for t in tiers}
@@ -137,7 +143,7 @@ async def review(
     scope = [moved, Member.erased_at.is_(None)]
     if member_ids is not None:
         scope.append(Member.id.in_(member_ids))
-    reason = case((target_rank > current_rank, literal("upgrade")), else_=literal("review"))
+    reason = case((target_rank > current_rank, literal(upgrade_reason)), else_=literal(REVIEW))
     changes = select(
         Member.id,
         Member.tier_code,

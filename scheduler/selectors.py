@@ -60,7 +60,7 @@ from db.models import (
 from domain import points, segments
 from domain.messages import resolve_locale
 from domain.points import add_months
-from domain.tiers import window_start
+from domain.tiers import UPGRADE, window_start
 from scheduler.outbox import MARKETING
 from scheduler.ruleconfig import CouponSpec, Rule
 
@@ -573,6 +573,7 @@ def tier_upgrade(rule: Any, env: Env) -> list[Query]:
         .join(after, after.code == TierChange.to_tier)
         .where(
             after.rank > before.rank,
+            TierChange.reason == UPGRADE,  # not history an import brought in
             TierChange.created_at >= env.start_of(env.day - timedelta(days=rule.within_days)),
             TierChange.created_at < env.start_of(env.day + timedelta(days=1)),
             Member.tier_code == TierChange.to_tier,

@@ -443,7 +443,7 @@ async def test_visits_earn_points_at_the_tier_of_import_time_then_upgrade(
         ).all()
         change = await session.scalar(select(TierChange).where(TierChange.member_id == m1.id))
     assert m1.tier_code == "silver" and m2.tier_code == "gold"
-    assert change is not None and (change.from_tier, change.reason) == ("standard", "upgrade")
+    assert change is not None and (change.from_tier, change.reason) == ("standard", "import")
     for lot in lots:
         assert lot.key == f"visit:{lot.visit_id}"
         assert lot.expires_on == points.lot_expiry(lot.occurred_on, RULES)

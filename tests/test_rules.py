@@ -29,7 +29,7 @@ from db.models import (
     Vehicle,
 )
 from db.session import Database
-from domain import bookings, points, segments, visits
+from domain import bookings, csvimport, points, segments, visits
 from domain.errors import ConfigError
 from domain.messages import Renderer
 from domain.shop import ShopConfig
@@ -592,3 +592,24 @@ async def test_a_cancelled_booking_gets_no_reminder(db: Database, shop_config: S
     assert {(r.status, r.last_error) for r in reminders} == {("skipped", "booking_cancelled")}
     others = [r for r in await outbox_rows(db) if r.rule != "booking_reminder"]
     assert all(r.status == "pending" for r in others)
+
+
+async def test_tiers_an_import_brought_in_are_not_congratulated(
+    db: Database, shop_config: ShopConfig, tmp_path: Path
+) -> None:
+    (tmp_path / "members.csv").write_text(
+        "member_ref,name,phone\nIMP-1,钱先生,13800000099\n", encoding="utf-8"
+    )
+    (tmp_path / "visits.csv").write_text(
+        "member_ref,visited_on,amount,services\nIMP-1,2026-10-01,9000,major_service\n",
+        encoding="utf-8",
+    )
+    for kind in ("members", "visits"):
+        result = await csvimport.import_file(
+            db, kind, tmp_path / f"{kind}.csv", shop_config.loyalty, today=DAY
+        )
+        assert result.errors == []
+    async with db.read() as s:
+        change = await s.scalar(select(TierChange))
+    assert change is not None and change.reason == "import"  # the import did move them up
+    assert [m for m in await planned(db, shop_config) if m.rule == "tier_upgrade"] == []

@@ -31,6 +31,9 @@ from memberbot.demo import activity
 from memberbot.demo.generator import KINDS, MEMBER_PREFIX, Kind, generate, write_csv
 from memberbot.demo.summary import DemoSummary, summarize
 from memberbot.settings import Settings
+from scheduler import rules
+from scheduler.ruleconfig import load_rules
+from scheduler.rules import RunSummary
 
 DEMO_SHOP = Path(__file__).resolve().parents[1] / "data" / "demo_shop.yaml"
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///memberbot-demo.db"
@@ -205,6 +208,7 @@ async def build(options: DemoOptions, console: Console | None = None) -> DemoSum
         data = generate(rt.config, members=options.members, seed=options.seed, today=today)
         results: list[csvimport.ImportResult] = []
         played: activity.Played | None = None
+        lifecycle: RunSummary | None = None
         with csv_folder(options.export) as folder:
             paths = write_csv(data, folder)
             timings["generate"] = time.perf_counter() - step
@@ -224,11 +228,15 @@ async def build(options: DemoOptions, console: Console | None = None) -> DemoSum
             async with rt.db.transaction() as session:
                 await scores.refresh(session, today)
             timings["scores"] = time.perf_counter() - step
+            step = time.perf_counter()
+            lifecycle = await rules.run(rt.db, load_rules(None), today, rt.config)
+            timings["rules"] = time.perf_counter() - step
         summary = await summarize(rt, today, data.showcase_ref, options.export)
     finally:
         await rt.db.dispose()
     summary.imports = results
     summary.played = played
+    summary.lifecycle = lifecycle
     timings["total"] = time.perf_counter() - clock
     summary.timings = timings
     return summary

@@ -48,6 +48,7 @@ def try_next(summary: DemoSummary) -> list[str]:
         ]
     lines += [
         f"memberbot rules preview --date {summary.today} --limit 2",
+        "memberbot outbox status",
         f"memberbot segments export --as-of {summary.today} -o demo-segments.csv",
         "memberbot bookings day --store sh-xuhui",
     ]
@@ -184,6 +185,25 @@ def _render_coming_up(console: Console, summary: DemoSummary) -> None:
         console.print(_due_table(title, lines, count, columns))
 
 
+def _render_lifecycle(console: Console, summary: DemoSummary) -> None:
+    """What today's lifecycle rules queued: the reminders a shop's members would get today."""
+    run = summary.lifecycle
+    if run is None:
+        return
+    console.rule(f"[bold]Today's lifecycle messages[/bold] · {run.day}")
+    table = Table("Rule", "Queued", "Coupons", title="Queued in the outbox, to be sent by serve")
+    for part in run.rules:
+        if part.enqueued or part.already:
+            table.add_row(part.rule, f"{part.enqueued + part.already:,}", f"{part.coupons:,}")
+    total = run.total()
+    table.add_row("[bold]all[/bold]", f"[bold]{total.enqueued + total.already:,}[/bold]", "")
+    console.print(table)
+    console.print(
+        "Demo members have no chat bound, so `memberbot serve` would count these as "
+        "unreachable (for staff to phone) until a member links a chat."
+    )
+
+
 def _render_next(console: Console, summary: DemoSummary) -> None:
     console.rule("[bold]Try next[/bold]")
     console.print(
@@ -193,7 +213,7 @@ def _render_next(console: Console, summary: DemoSummary) -> None:
         console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
     t = summary.timings
     if t:
-        steps = ("generate", "import", "loyalty", "scores")
+        steps = ("generate", "import", "loyalty", "scores", "rules")
         parts = [f"{step} {t[step]:.1f} s" for step in steps if step in t]
         console.print(f"[dim]Done in {t.get('total', 0):.1f} s ({', '.join(parts)}).[/dim]")
 
@@ -205,6 +225,7 @@ def render(console: Console, summary: DemoSummary) -> None:
     _render_members(console, summary)
     _render_loyalty(console, summary)
     _render_coming_up(console, summary)
+    _render_lifecycle(console, summary)
     if summary.sample is not None:
         console.rule("[bold]Sample member[/bold] (what staff see at the counter)")
         staffview.render(console, summary.sample)

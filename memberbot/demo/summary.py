@@ -22,6 +22,7 @@ from domain.profiles import MemberProfile, profile
 from memberbot import runtime
 from memberbot.demo.activity import Played
 from memberbot.demo.generator import MEMBER_PREFIX
+from scheduler.rules import RunSummary
 
 LISTED = 5
 INSURANCE_DAYS = 60
@@ -69,6 +70,7 @@ class DemoSummary:
     loyalty: reports.LoyaltyTotals
     imports: list[csvimport.ImportResult] = field(default_factory=list)
     played: Played | None = None
+    lifecycle: RunSummary | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
