@@ -182,9 +182,8 @@ async def test_service_goes_marketing_needs_consent_and_an_opt_out_stops_it(
 
     assert (summary.claimed, summary.sent, summary.skipped) == (4, 2, 2)
     # An offer always says how to stop them; a service reminder needs no such line.
-    assert texts(server, 101) == [
-        f"reminder promo for {willing}\n\n回复“退订”即可不再接收优惠信息（保养、预约等服务提醒不受影响）。"
-    ]
+    footer = "回复“退订”即可不再接收优惠信息（保养、预约等服务提醒不受影响）。"
+    assert texts(server, 101) == [f"reminder promo for {willing}\n\n{footer}"]
     assert texts(server, 102) == [f"reminder oil for {unasked}"]
     assert texts(server, 103) == []
     for skipped in (promo[unasked], promo[opted_out]):
