@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NoReturn
 
-from sqlalchemy import Select, and_, bindparam, delete, select, update
+from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import BindAttempt, ChatBinding, ConversationState, InviteCode, Member
@@ -372,12 +372,29 @@ async def member_for(session: AsyncSession, channel: str, address: str) -> Membe
     return await session.scalar(
         select(Member)
         .join(ChatBinding, ChatBinding.member_id == Member.id)
-        .where(
-            ChatBinding.channel == channel,
-            ChatBinding.address == address,
-            ChatBinding.active.is_(True),
-            Member.erased_at.is_(None),
-        )
+        .where(*_speaks_for(channel, address))
+    )
+
+
+def _speaks_for(channel: Any, address: Any) -> list[ColumnElement[bool]]:
+    """SQL: the chat's binding is active and its member not erased."""
+    return [
+        ChatBinding.channel == channel,
+        ChatBinding.address == address,
+        ChatBinding.active.is_(True),
+        Member.erased_at.is_(None),
+    ]
+
+
+def _live_state(row: Row[Any] | None, now: datetime) -> FlowState | None:
+    """A flow state row as the chat sees it: gone once it has lapsed."""
+    if row is None or row.flow is None or row.expires_at <= now:
+        return None
+    return FlowState(
+        flow=row.flow,
+        data=dict(row.data or {}),
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
     )
 
 
@@ -391,15 +408,7 @@ async def chat_context(
     ).one_or_none()
     if row is None:
         return None, await load_state(session, channel, address, now)
-    state = None
-    if row.flow is not None and row.expires_at > now:
-        state = FlowState(
-            flow=row.flow,
-            data=dict(row.data or {}),
-            updated_at=row.updated_at,
-            expires_at=row.expires_at,
-        )
-    return row.Member, state
+    return row.Member, _live_state(row, now)
 
 
 @cache
@@ -424,12 +433,7 @@ def _chat_context_sql() -> Select[Any]:
                 ConversationState.address == ChatBinding.address,
             ),
         )
-        .where(
-            ChatBinding.channel == channel,
-            ChatBinding.address == address,
-            ChatBinding.active.is_(True),
-            Member.erased_at.is_(None),
-        )
+        .where(*_speaks_for(channel, address))
     )
 
 
@@ -486,14 +490,7 @@ async def load_state(
             ).where(ConversationState.channel == channel, ConversationState.address == address)
         )
     ).one_or_none()
-    if row is None or row.expires_at <= now:
-        return None
-    return FlowState(
-        flow=row.flow,
-        data=dict(row.data or {}),
-        updated_at=row.updated_at,
-        expires_at=row.expires_at,
-    )
+    return _live_state(row, now)
 
 
 async def save_state(
