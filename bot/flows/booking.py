@@ -451,20 +451,40 @@ async def pick_day(turn: Turn, args: Sequence[str]) -> list[Reply]:
     _expect(args, 4)
     data = _walk(turn, args[0])
     store_id, day, page = _int(args[1]), _day(args[2]), _page(args[3])
-    if store_id != data.get("store") or "svc" not in data:
-        raise Stale("button of another store or step")
+    _check_step(data, store_id)
     async with turn.read() as session:
         store, service = await _chosen(session, data)
         days, free = await _free_times(turn, session, store, service, day)
-    if day not in days:
-        return [_days_reply(turn, data, store, service, days, note="gone")]
-    if not free:
-        return [_days_reply(turn, data, store, service, days, note="full")]
+    if refused := _day_refused(turn, data, store, service, day, days, free):
+        return refused
     data["day"] = _key(day)
     data.pop("at", None)
     data.pop("car", None)
     await turn.save_state(NAME, data)
     return [_slots_reply(turn, data, store, service, day, free, page)]
+
+
+def _check_step(data: dict[str, Any], store_id: int) -> None:
+    """A day or time button belongs to this walk's store, once a service was chosen."""
+    if store_id != data.get("store") or "svc" not in data:
+        raise Stale("button of another store or step")
+
+
+def _day_refused(
+    turn: Turn,
+    data: dict[str, Any],
+    store: Store,
+    service: Service,
+    day: date,
+    days: list[date],
+    free: list[Slot],
+) -> list[Reply] | None:
+    """The days again, saying why, when the chosen day is no longer bookable or is full."""
+    if day not in days:
+        return [_days_reply(turn, data, store, service, days, note="gone")]
+    if not free:
+        return [_days_reply(turn, data, store, service, days, note="full")]
+    return None
 
 
 async def _free_times(
@@ -485,16 +505,13 @@ async def pick_slot(turn: Turn, args: Sequence[str]) -> list[Reply]:
     _expect(args, 4)
     data = _walk(turn, args[0])
     store_id, day, hhmm = _int(args[1]), _day(args[2]), _hhmm(args[3])
-    if store_id != data.get("store") or "svc" not in data:
-        raise Stale("button of another store or step")
+    _check_step(data, store_id)
     async with turn.read() as session:
         store, service = await _chosen(session, data)
         days, free = await _free_times(turn, session, store, service, day)
         cars = await bookings.member_vehicles(session, turn.member_id)
-    if day not in days:
-        return [_days_reply(turn, data, store, service, days, note="gone")]
-    if not free:
-        return [_days_reply(turn, data, store, service, days, note="full")]
+    if refused := _day_refused(turn, data, store, service, day, days, free):
+        return refused
     slot = next((s for s in free if _local_hhmm(s.starts_at, store) == hhmm), None)
     if slot is None:
         return [_slots_reply(turn, data, store, service, day, free, note="gone")]
