@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -244,13 +244,9 @@ async def _preview_chunk(
     planned = []
     for candidate, intent in zip(chunk, intents, strict=True):
         key = intent.idempotency_key
-        context = candidate.context
-        spec = _spec(rule, candidate)
-        if spec is not None:
-            found = issued.get(_coupon_key(key))
-            code = found.code if found is not None else PENDING_CODE
-            context = {**context, "coupon": coupon_context(spec, code, candidate.locale, env.day)}
-        body, error = _render(renderer, rule, candidate, context)
+        found = issued.get(_coupon_key(key))
+        code = found.code if found is not None else PENDING_CODE  # not issued by a preview
+        context, body, error = _message(renderer, rule, env, candidate, code)
         planned.append(
             Planned(
                 rule=rule.key,
@@ -269,6 +265,26 @@ async def _preview_chunk(
             )
         )
     return planned
+
+
+def _message(
+    renderer: Renderer,
+    rule: Rule,
+    env: Env,
+    candidate: Candidate,
+    coupon_code: str | None,
+) -> tuple[dict[str, Any], str, str | None]:
+    """The candidate's context (with its coupon, if the rule gives one) and the rendered
+    text, or the reason it cannot be rendered: the same for a preview and a run."""
+    context = candidate.context
+    spec = _spec(rule, candidate)
+    if spec is not None:
+        if coupon_code is None:
+            raise LookupError(f"rule {rule.key}: no coupon issued for {candidate.occurrence}")
+        coupon = coupon_context(spec, coupon_code, candidate.locale, env.day)
+        context = {**context, "coupon": coupon}
+    body, error = _render(renderer, rule, candidate, context)
+    return context, body, error
 
 
 def _render(
@@ -348,27 +364,14 @@ async def _write_chunk(
     started = time.perf_counter()
     intents = []
     for key, candidate, intent in todo:
-        context = candidate.context
-        spec = _spec(rule, candidate)
-        if spec is not None:
-            code = issued[_coupon_key(key)].code
-            context = {**context, "coupon": coupon_context(spec, code, intent.locale, env.day)}
-        body, error = _render(renderer, rule, candidate, context)
+        found = issued.get(_coupon_key(key))
+        code = found.code if found is not None else None
+        context, body, error = _message(renderer, rule, env, candidate, code)
         if error is not None:
             stats.failed += 1
             continue
         intents.append(
-            Intent(
-                member_id=intent.member_id,
-                rule=intent.rule,
-                occurrence=intent.occurrence,
-                category=intent.category,
-                template_key=intent.template_key,
-                locale=intent.locale,
-                not_before=intent.not_before,
-                context=json_safe(_with_rule_flags(rule, context)),
-                body=body,
-            )
+            replace(intent, context=json_safe(_with_rule_flags(rule, context)), body=body)
         )
     stats.render_seconds += time.perf_counter() - started
     added = await outbox.enqueue(session, intents)
