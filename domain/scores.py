@@ -20,7 +20,7 @@ from datetime import date, datetime
 from itertools import islice
 
 import numpy as np
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import MemberScore
@@ -180,3 +180,8 @@ async def _upsert(session: AsyncSession, chunk: list[dict[str, object]]) -> int:
         statement.on_conflict_do_update(index_elements=["member_id"], set_=updated)
     )
     return len(chunk)
+
+
+async def snapshot_size(session: AsyncSession) -> int:
+    """How many members the last refresh scored (it leaves exactly those rows)."""
+    return int(await session.scalar(select(func.count()).select_from(MemberScore)) or 0)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -39,7 +38,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.channels.base import Sender
-from domain import points, tiers
+from domain import points, scores, tiers
 from scheduler.dispatch import Dispatcher, DispatchPolicy, DispatchSummary
 
 if TYPE_CHECKING:  # memberbot builds the scheduler; the arrow points from it to us
@@ -198,11 +197,11 @@ async def refresh_scores_apart(runtime: Runtime, day: date) -> int:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await child.communicate()
+    _out, err = await child.communicate()
     if child.returncode != 0:
         raise RuntimeError(f"segments refresh exited {child.returncode}: {err.decode()[-500:]}")
-    counted = re.search(r"([\d,]+) member\(s\) scored", out.decode())
-    return int(counted.group(1).replace(",", "")) if counted else 0
+    async with runtime.db.read() as session:
+        return await scores.snapshot_size(session)
 
 
 def build_dispatcher(runtime: Runtime, senders: Mapping[str, Sender]) -> Dispatcher:
