@@ -28,7 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from bot.channels import telegram
 from bot.channels.base import SENT, Sender
-from bot.conversation import Chat, Reply
+from bot.conversation import Reply
 from db.session import Database
 from memberbot import runtime
 from memberbot.settings import Settings, get_settings
@@ -66,7 +66,7 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
         # replies and reminders together keep to the bot's limit.
         dispatcher = jobs.build_dispatcher(rt, senders)
         if settings.telegram_token:
-            chat = build_chat(rt)
+            chat = rt.chat()
             chat.staff_channel = partial(alert_staff, sender)
             application = telegram.build_application(
                 chat,
@@ -96,19 +96,6 @@ async def alert_staff(sender: Sender, addresses: Sequence[str], reply: Reply) ->
         delivery = await sender.send(address, reply)
         if delivery.status != SENT:
             log.warning("staff alert not delivered: %s", delivery.status)
-
-
-def build_chat(rt: runtime.Runtime) -> Chat:
-    """The conversation core every channel shares, configured from the settings."""
-    settings = rt.settings
-    return Chat(
-        rt.db,
-        rt.config,
-        region=settings.default_region,
-        default_locale=settings.default_locale,
-        state_ttl_minutes=settings.chat_state_ttl_minutes,
-        bot_username=settings.telegram_bot_username,
-    )
 
 
 @asynccontextmanager
