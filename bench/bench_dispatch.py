@@ -26,20 +26,19 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bot.channels.telegram import TelegramSender
-from db.models import ChatBinding, Member, OutboxMessage
+from db.models import OutboxMessage
 from db.session import Database
-from db.types import utcnow
 from domain.shop import load_shop_config
 from memberbot.runtime import prepare
 from memberbot.settings import Settings
 from scheduler import outbox
 from scheduler.dispatch import Dispatcher, DispatchPolicy, DispatchSummary
-from scheduler.outbox import Intent
 from tests.botapi_server import BotApiServer
+from tests.dispatch_worker import dispatch_until_sent, fill
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 DEFAULT_URL = f"sqlite+aiosqlite:///{OUT_DIR / 'bench_dispatch.db'}"
@@ -47,7 +46,6 @@ TELEGRAM_RATE = 30.0
 TARGET_RATE_SHARE = 0.95
 TARGET_429_SHARE = 0.01
 CHAT_BASE = 500_000_000
-ROWS_PER_EXECUTE = 5_000
 
 
 @dataclass(frozen=True)
@@ -71,89 +69,12 @@ class Result:
         return self.rejected_429 / attempts if attempts else 0.0
 
 
-async def fill(db: Database, count: int) -> None:
-    """`count` members, each with one chat and one queued service message naming itself."""
-    now = utcnow()
-    async with db.transaction() as session:
-        for start in range(0, count, ROWS_PER_EXECUTE):
-            await session.execute(
-                insert(Member),
-                [
-                    {
-                        "member_ref": f"BENCH{i:06d}",
-                        "name": "",
-                        "locale": "zh_CN",
-                        "tier_code": "standard",
-                        "tier_since": now,
-                        "marketing_consent": False,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for i in range(start, min(start + ROWS_PER_EXECUTE, count))
-                ],
-            )
-        ids = list(
-            (await session.scalars(select(Member.id).where(Member.member_ref.like("BENCH%")))).all()
-        )
-        for start in range(0, len(ids), ROWS_PER_EXECUTE):
-            await session.execute(
-                insert(ChatBinding),
-                [
-                    {
-                        "channel": "telegram",
-                        "address": str(CHAT_BASE + member_id),
-                        "member_id": member_id,
-                        "bound_at": now,
-                        "via": "invite",
-                        "active": True,
-                    }
-                    for member_id in ids[start : start + ROWS_PER_EXECUTE]
-                ],
-            )
-        intents = [
-            Intent(
-                member_id=member_id,
-                rule="bench",
-                occurrence="1",
-                category=outbox.SERVICE,
-                template_key="bench",
-                locale="zh_CN",
-                not_before=now,
-            )
-            for member_id in ids
-        ]
-        await outbox.enqueue(session, intents)
-        await session.execute(
-            update(OutboxMessage).values(body=literal("message ") + OutboxMessage.idempotency_key)
-        )
-
-
-async def unfinished(db: Database) -> int:
-    async with db.read() as session:
-        return int(
-            await session.scalar(
-                select(func.count())
-                .select_from(OutboxMessage)
-                .where(OutboxMessage.status.in_((outbox.PENDING, outbox.CLAIMED)))
-            )
-            or 0
-        )
-
-
 async def dispatch_all(db: Database, server: BotApiServer) -> DispatchSummary:
     """What `memberbot serve` does, until the queue is empty."""
     policy = DispatchPolicy.from_settings(Settings(_env_file=None), quiet_hours=None)
-    total = DispatchSummary()
     async with TelegramSender(server.token, server.base_url) as sender:
         dispatcher = Dispatcher(db, {"telegram": sender}, policy)
-        while True:
-            summary = await dispatcher.run_once()
-            total.add(summary)
-            if summary.claimed:
-                continue
-            if not await unfinished(db):
-                return total
-            await asyncio.sleep(0.2)
+        return await dispatch_until_sent(dispatcher, db)
 
 
 async def measure(db: Database, count: int) -> Result:
@@ -219,7 +140,7 @@ async def main(url: str, count: int) -> int:
             if await session.scalar(select(func.count()).select_from(OutboxMessage)):
                 print("the database already holds outbox messages; use an empty one")
                 return 2
-        await fill(db, count)
+        await fill(db, count, prefix="BENCH", chat_base=CHAT_BASE)
         return 0 if report(await measure(db, count)) else 1
     finally:
         await db.dispose()

@@ -16,14 +16,96 @@ import os
 import sys
 from dataclasses import asdict
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, literal, select, update
 
 from bot.channels.telegram import TelegramSender
-from db.models import OutboxMessage
+from db.models import ChatBinding, Member, OutboxMessage
 from db.session import Database
+from db.types import utcnow
 from memberbot.settings import Settings
 from scheduler import outbox
 from scheduler.dispatch import Dispatcher, DispatchPolicy, DispatchSummary
+from scheduler.outbox import Intent
+
+ROWS_PER_EXECUTE = 5_000
+
+
+async def fill(
+    db: Database, members: int, *, prefix: str, chat_base: int, per_member: int = 1
+) -> list[int]:
+    """`members` members, each with a Telegram chat (`chat_base` + member id) and
+    `per_member` queued service messages whose text names the message: the load the crash
+    test and the dispatch benchmark both send. Returns the member ids."""
+    now = utcnow()
+    async with db.transaction() as session:
+        for start in range(0, members, ROWS_PER_EXECUTE):
+            await session.execute(
+                insert(Member),
+                [
+                    {
+                        "member_ref": f"{prefix}{i:06d}",
+                        "name": "",
+                        "locale": "zh_CN",
+                        "tier_code": "standard",
+                        "tier_since": now,
+                        "marketing_consent": False,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for i in range(start, min(start + ROWS_PER_EXECUTE, members))
+                ],
+            )
+        ids = list(
+            (
+                await session.scalars(select(Member.id).where(Member.member_ref.like(f"{prefix}%")))
+            ).all()
+        )
+        for start in range(0, len(ids), ROWS_PER_EXECUTE):
+            await session.execute(
+                insert(ChatBinding),
+                [
+                    {
+                        "channel": "telegram",
+                        "address": str(chat_base + member_id),
+                        "member_id": member_id,
+                        "bound_at": now,
+                        "via": "invite",
+                        "active": True,
+                    }
+                    for member_id in ids[start : start + ROWS_PER_EXECUTE]
+                ],
+            )
+        intents = [
+            Intent(
+                member_id=member_id,
+                rule=prefix.lower(),
+                occurrence=str(n),
+                category=outbox.SERVICE,
+                template_key=prefix.lower(),
+                locale="zh_CN",
+                not_before=now,
+            )
+            for member_id in ids
+            for n in range(per_member)
+        ]
+        assert await outbox.enqueue(session, intents) == len(intents)
+        await session.execute(
+            update(OutboxMessage).values(body=literal("message ") + OutboxMessage.idempotency_key)
+        )
+    return ids
+
+
+async def dispatch_until_sent(dispatcher: Dispatcher, db: Database) -> DispatchSummary:
+    """Rounds until nothing is left to send, waiting out retries and other workers' leases."""
+    total = DispatchSummary()
+    while True:
+        summary = await dispatcher.run_once()
+        total.add(summary)
+        if summary.claimed:
+            continue
+        if not await unfinished(db):
+            return total
+        await asyncio.sleep(0.2)
 
 
 async def unfinished(db: Database) -> int:
@@ -51,14 +133,7 @@ async def main() -> int:
     try:
         async with TelegramSender(settings.telegram_token, settings.telegram_base_url) as sender:
             dispatcher = Dispatcher(db, {"telegram": sender}, policy)
-            while True:
-                summary = await dispatcher.run_once()
-                total.add(summary)
-                if summary.claimed:
-                    continue
-                if not await unfinished(db):
-                    break
-                await asyncio.sleep(0.2)
+            total = await dispatch_until_sent(dispatcher, db)
     finally:
         await db.dispose()
     print(json.dumps(asdict(total)), flush=True)

@@ -20,13 +20,12 @@ from collections import Counter
 from pathlib import Path
 
 from botapi_server import BotApiServer
-from sqlalchemy import func, insert, literal, select, update
+from dispatch_worker import fill
+from sqlalchemy import func, select
 
-from db.models import ChatBinding, Member, OutboxMessage
+from db.models import ChatBinding, OutboxMessage
 from db.session import Database
-from db.types import utcnow
 from scheduler import outbox
-from scheduler.outbox import Intent
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "tests" / "dispatch_worker.py"
@@ -38,62 +37,6 @@ CHAT_BASE = 10_000_000
 KILL_AFTER = 2_000
 SERVER_RATE = 600.0
 DISPATCH_RATE = 400.0
-
-
-async def fill(db: Database) -> None:
-    """Members, each with a chat and two service messages whose text names the message."""
-    now = utcnow()
-    async with db.transaction() as session:
-        await session.execute(
-            insert(Member),
-            [
-                {
-                    "member_ref": f"CRASH{i:05d}",
-                    "name": "",
-                    "locale": "zh_CN",
-                    "tier_code": "standard",
-                    "tier_since": now,
-                    "marketing_consent": False,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in range(MEMBERS)
-            ],
-        )
-        ids = list(
-            (await session.scalars(select(Member.id).where(Member.member_ref.like("CRASH%")))).all()
-        )
-        await session.execute(
-            insert(ChatBinding),
-            [
-                {
-                    "channel": "telegram",
-                    "address": str(CHAT_BASE + member_id),
-                    "member_id": member_id,
-                    "bound_at": now,
-                    "via": "invite",
-                    "active": True,
-                }
-                for member_id in ids
-            ],
-        )
-        intents = [
-            Intent(
-                member_id=member_id,
-                rule="crash",
-                occurrence=str(n),
-                category=outbox.SERVICE,
-                template_key="crash",
-                locale="zh_CN",
-                not_before=now,
-            )
-            for member_id in ids
-            for n in range(PER_MEMBER)
-        ]
-        assert await outbox.enqueue(session, intents) == MESSAGES
-        await session.execute(
-            update(OutboxMessage).values(body=literal("message ") + OutboxMessage.idempotency_key)
-        )
 
 
 def worker_env(db: Database, server: BotApiServer) -> dict[str, str]:
@@ -125,7 +68,7 @@ async def start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
 
 
 async def test_sigkill_mid_dispatch_then_restart_delivers_everything(db: Database) -> None:
-    await fill(db)
+    await fill(db, MEMBERS, prefix="CRASH", chat_base=CHAT_BASE, per_member=PER_MEMBER)
     async with BotApiServer(global_per_second=SERVER_RATE) as server:
         env = worker_env(db, server)
         first = await start_worker(env)
