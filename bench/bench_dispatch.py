@@ -5,7 +5,7 @@ Target (issue): sustained rate ≥ 95 % of the 30/s limit, no message lost, none
 answers ≤ 1 % of sends.
 
 Each message goes to its own member and chat (bulk inserted); the dispatcher runs with the
-default settings (`DispatchPolicy.from_settings(Settings())`: batch 200, 30/s, 1 s per chat),
+default settings (`memberbot.app.dispatch_policy(Settings(), …)`: batch 200, 30/s, 1 s per chat),
 except quiet hours, which are switched off so the figure does not depend on the hour the
 benchmark is run at. The server runs in this process, on 127.0.0.1, and the real
 python-telegram-bot `Bot` (through `TelegramSender`) talks HTTP to it.
@@ -33,10 +33,11 @@ from bot.channels.telegram import TelegramSender
 from db.models import OutboxMessage
 from db.session import Database
 from domain.shop import load_shop_config
+from memberbot.app import dispatch_policy
 from memberbot.runtime import prepare
 from memberbot.settings import Settings
 from scheduler import outbox
-from scheduler.dispatch import Dispatcher, DispatchPolicy, DispatchSummary
+from scheduler.dispatch import Dispatcher, DispatchSummary
 from tests.botapi_server import BotApiServer
 from tests.dispatch_worker import dispatch_until_sent, fill
 
@@ -71,7 +72,8 @@ class Result:
 
 async def dispatch_all(db: Database, server: BotApiServer) -> DispatchSummary:
     """What `memberbot serve` does, until the queue is empty."""
-    policy = DispatchPolicy.from_settings(Settings(_env_file=None), quiet_hours=None)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    policy = dispatch_policy(settings, load_shop_config(None), quiet_hours=None)
     async with TelegramSender(server.token, server.base_url) as sender:
         dispatcher = Dispatcher(db, {"telegram": sender}, policy)
         return await dispatch_until_sent(dispatcher, db)

@@ -18,7 +18,6 @@ the chat.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,40 +35,14 @@ from domain import binding
 from domain.binding import FlowState
 from domain.errors import DomainError
 from domain.messages import DEFAULT_LOCALE, LOCALES, Renderer, resolve_locale
+from domain.outgoing import Button, Reply, valid_button_data
 from domain.shop import ShopConfig
 
 log = logging.getLogger(__name__)
 
 TEXT, BUTTON, CONTACT, COMMAND = "text", "button", "contact", "command"
 EVENT_KINDS = (TEXT, BUTTON, CONTACT, COMMAND)
-# Telegram carries at most 64 bytes of callback data; every channel keeps to that.
-BUTTON_DATA_MAX = 64
-_BUTTON_DATA = re.compile(r"[a-z][a-z0-9_]{0,15}:[a-z][a-z0-9_]{0,23}(:[A-Za-z0-9_.+-]{1,32})*")
 TEXT_MAX = 1000
-
-
-@dataclass(frozen=True)
-class Button:
-    """A choice offered under a reply; `data` comes back verbatim when it is pressed."""
-
-    label: str
-    data: str
-
-    def __post_init__(self) -> None:
-        if len(self.data.encode()) > BUTTON_DATA_MAX or not _BUTTON_DATA.fullmatch(self.data):
-            raise ValueError(f"button data {self.data!r} is not valid")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One message to show: text, rows of buttons, and perhaps an offer to share a contact."""
-
-    text: str
-    buttons: tuple[tuple[Button, ...], ...] = ()
-    contact_button: str = ""  # label of a "share my phone" button, where the channel has one
-
-    def all_buttons(self) -> list[Button]:
-        return [button for row in self.buttons for button in row]
 
 
 @dataclass(frozen=True)
@@ -153,8 +126,9 @@ class Turn:
 
     def today(self, timezone: str | None = None) -> date:
         """The business day in a store's time zone (the chain's first store by default)."""
-        zone = ZoneInfo(timezone or self.config.stores[0].timezone)
-        return self.now.astimezone(zone).date()
+        if timezone is None:
+            return self.config.today(self.now)
+        return self.now.astimezone(ZoneInfo(timezone)).date()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -307,7 +281,7 @@ class Chat:
             except Stale:
                 return [turn.say("stale", turn.menu())]
             except DomainError as exc:
-                return [turn.say("error", turn.menu(), error={"key": exc.key, **_params(exc)})]
+                return [turn.say("error", turn.menu(), error=exc.template_context())]
 
     async def _turn(self, session: AsyncSession, event: Event) -> Turn:
         now = self.clock()
@@ -355,7 +329,7 @@ class Chat:
         return await handler(turn, args)
 
     async def _button(self, turn: Turn, data: str) -> list[Reply]:
-        if not _BUTTON_DATA.fullmatch(data or "") or len(data.encode()) > BUTTON_DATA_MAX:
+        if not valid_button_data(data):
             raise Stale("malformed button data")
         flow_name, action, *args = data.split(":")
         if flow_name == "go":
@@ -380,27 +354,16 @@ def _client_locale(language: str | None, default: str) -> str:
     return chosen if chosen.split("_")[0] == language_part else default
 
 
-def _params(exc: DomainError) -> dict[str, Any]:
-    """What a message template may say about a refusal: plain values only."""
-    return {
-        key: value
-        for key, value in (exc.params or {}).items()
-        if isinstance(value, str | int | float | date) and key != "key"
-    }
-
-
 __all__ = [
     "BUTTON",
     "COMMAND",
     "CONTACT",
     "LOCALES",
     "TEXT",
-    "Button",
     "Chat",
     "Event",
     "Flow",
     "Handler",
-    "Reply",
     "Stale",
     "Turn",
 ]

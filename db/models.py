@@ -2,17 +2,93 @@
 
 Ledgers (points, stored value, punch cards) are append-only: a balance is the sum of its entries.
 Each ledger entry may carry a unique `key` so a retried request can never write twice.
+
+Status and kind columns hold the values of the `StrEnum`s below, the one definition the tables
+and the domain share (a `StrEnum` member is its string, so it compares and stores as one).
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from db.types import UTCDateTime, utcnow
+
+
+class BookingStatus(StrEnum):
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    NO_SHOW = "no_show"
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNREACHABLE = "unreachable"
+
+
+class MessageCategory(StrEnum):
+    """Transactional (what the member just did) and service messages need no marketing
+    consent; marketing does, and counts against the cap."""
+
+    TRANSACTIONAL = "transactional"
+    SERVICE = "service"
+    MARKETING = "marketing"
+
+
+class ComplaintStatus(StrEnum):
+    OPEN = "open"
+    ANSWERED = "answered"
+
+
+class PointsKind(StrEnum):
+    EARN = "earn"
+    OPENING = "opening"
+    REDEEM = "redeem"
+    EXPIRE = "expire"
+    ADJUST = "adjust"
+    OFFSET = "offset"
+
+
+class StoredValueKind(StrEnum):
+    TOP_UP = "top_up"
+    SPEND = "spend"
+
+
+class PunchKind(StrEnum):
+    ISSUE = "issue"
+    USE = "use"
+    EXPIRE = "expire"
+
+
+class CouponKind(StrEnum):
+    VALUE = "value"
+    PERCENT = "percent"
+
+
+class StaffRole(StrEnum):
+    STAFF = "staff"
+    MANAGER = "manager"
+
+
+class TierChangeReason(StrEnum):
+    UPGRADE = "upgrade"
+    REVIEW = "review"
+    IMPORTED = "import"
+
+
+class Channel(StrEnum):
+    TELEGRAM = "telegram"
+    WECHAT = "wechat"
+    CONSOLE = "console"
 
 
 def _created() -> Any:
@@ -223,7 +299,7 @@ class Reward(SQLModel, table=True):
     name_zh: str = Field(max_length=120)
     name_en: str = Field(max_length=120)
     points_cost: int = Field(gt=0)
-    coupon_kind: str = Field(default="value", max_length=16)
+    coupon_kind: str = Field(default=CouponKind.VALUE, max_length=16)
     coupon_value_cents: int = Field(default=0)
     coupon_percent: int = Field(default=0)
     min_spend_cents: int = Field(default=0)
@@ -295,7 +371,7 @@ class Booking(SQLModel, table=True):
     vehicle_id: int | None = Field(default=None, foreign_key="vehicle.id", ondelete="SET NULL")
     starts_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     ends_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
-    status: str = Field(default="booked", max_length=16)
+    status: str = Field(default=BookingStatus.BOOKED, max_length=16)
     created_at: datetime = _created()
     cancelled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     key: str | None = Field(default=None, max_length=96, unique=True)
@@ -325,7 +401,7 @@ class OutboxMessage(SQLModel, table=True):
     channel: str | None = Field(default=None, max_length=16)
     context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     body: str | None = Field(default=None, sa_type=Text)
-    status: str = Field(default="pending", max_length=16)
+    status: str = Field(default=OutboxStatus.PENDING, max_length=16)
     not_before: datetime = Field(sa_type=UTCDateTime, nullable=False)
     attempts: int = Field(default=0)
     last_error: str | None = Field(default=None, max_length=255)
@@ -415,7 +491,7 @@ class Complaint(SQLModel, table=True):
     member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
     channel: str = Field(max_length=16)
     body: str = Field(sa_type=Text)
-    status: str = Field(default="open", max_length=16, index=True)
+    status: str = Field(default=ComplaintStatus.OPEN, max_length=16, index=True)
     created_at: datetime = _created()
     answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     answered_by: str | None = Field(default=None, max_length=64)

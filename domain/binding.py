@@ -29,6 +29,7 @@ Audit lines carry ids, the channel and counts; never codes, phones or chat addre
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -37,14 +38,14 @@ from typing import Any, NoReturn
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import BindAttempt, ChatBinding, ConversationState, InviteCode, Member
+from db.models import BindAttempt, Channel, ChatBinding, ConversationState, InviteCode, Member
 from db.session import lock_member, upsert_insert
 from domain import audit, members
 from domain.codes import ALPHABET, clean, random_code
 from domain.errors import InvalidInput, InviteInvalid, NotFound, TooManyAttempts
 from domain.identity import normalize_phone
 
-TELEGRAM, WECHAT, CONSOLE = "telegram", "wechat", "console"
+TELEGRAM, WECHAT, CONSOLE = Channel.TELEGRAM, Channel.WECHAT, Channel.CONSOLE
 CHANNELS = (TELEGRAM, WECHAT, CONSOLE)
 VIA_INVITE, VIA_CONTACT, VIA_CONSOLE = "invite", "contact", "console"
 
@@ -462,17 +463,28 @@ async def unbind(
 async def addresses_of(session: AsyncSession, member_id: int) -> list[ChatBinding]:
     """Every chat a message to this member may go to, oldest binding first; none once the
     member is erased."""
+    return (await chats_of(session, [member_id])).get(member_id, [])
+
+
+async def chats_of(
+    session: AsyncSession, member_ids: Iterable[int]
+) -> dict[int, list[ChatBinding]]:
+    """`addresses_of` for many members in one query (the dispatcher's batch): each member's
+    active chats, oldest binding first, so every sender picks the same chat."""
+    chats: dict[int, list[ChatBinding]] = {}
     result = await session.scalars(
         select(ChatBinding)
         .join(Member, Member.id == ChatBinding.member_id)
         .where(
-            ChatBinding.member_id == member_id,
+            ChatBinding.member_id.in_(list(member_ids)),
             ChatBinding.active.is_(True),
             Member.erased_at.is_(None),
         )
         .order_by(ChatBinding.bound_at, ChatBinding.id)
     )
-    return list(result.all())
+    for chat in result.all():
+        chats.setdefault(chat.member_id, []).append(chat)
+    return chats
 
 
 async def load_state(

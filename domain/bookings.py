@@ -19,13 +19,23 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Booking, Member, OutboxMessage, Service, Store, Vehicle
+from db.models import (
+    Booking,
+    BookingStatus,
+    Member,
+    OutboxMessage,
+    OutboxStatus,
+    Service,
+    Store,
+    Vehicle,
+)
 from db.session import lock_member
 from domain import audit
 from domain.errors import BookingUnavailable, InvalidInput, NotFound
 from domain.shop import WEEKDAYS, BookingRules
 
-BOOKED, CANCELLED, COMPLETED, NO_SHOW = "booked", "cancelled", "completed", "no_show"
+BOOKED, CANCELLED = BookingStatus.BOOKED, BookingStatus.CANCELLED
+COMPLETED, NO_SHOW = BookingStatus.COMPLETED, BookingStatus.NO_SHOW
 SOURCES = ("chat", "staff", "cli")
 
 
@@ -450,7 +460,7 @@ async def _drop_reminders(session: AsyncSession, booking: Booking) -> None:
         update(OutboxMessage)
         .where(
             OutboxMessage.member_id == booking.member_id,
-            OutboxMessage.status == "pending",
+            OutboxMessage.status == OutboxStatus.PENDING,
             OutboxMessage.idempotency_key.like(f"%:member:{booking.member_id}:{booking.id}:%h"),
         )
         .values(status="skipped", last_error="booking_cancelled")

@@ -70,7 +70,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
@@ -82,11 +82,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from db.models import Member, OutboxMessage, Visit
+from db.models import Member, OutboxMessage, OutboxStatus, Visit
 from domain import segments
 from domain.btyd import ParetoNbd
 from domain.errors import InvalidInput
-from domain.members import LOCALES
+from domain.locales import LOCALES
+from domain.queries import end_of_day
 from domain.segments import FALLBACK_CADENCE_DAYS, MIN_CADENCE_DAYS, PRE_CHURN_CADENCE_FACTOR
 from domain.tiers import WINDOW_DAYS
 
@@ -94,7 +95,7 @@ FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
-SENT = "sent"  # scheduler.outbox.SENT; domain does not import the scheduler
+SENT = OutboxStatus.SENT
 MIN_BTYD_MEMBERS = 30
 REASON_MIN_LOGIT = 0.25
 _PARTITION = 100_000
@@ -348,10 +349,6 @@ class Assessment:
 # --------------------------------------------------------------------------------------------
 
 
-def _end_of(day: date) -> datetime:
-    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
-
-
 def _days_before(as_of: date, column: Any, dialect: str) -> ColumnElement[int]:
     """Whole days from `column` (a date) to `as_of`, computed by the database."""
     if dialect == "sqlite":
@@ -407,7 +404,7 @@ def history_statement(as_of: date, dialect: str, stride: int = 1) -> Select[Any]
         .where(
             sent.member_id == Member.id,
             sent.status == SENT,
-            sent.sent_at < _end_of(as_of),
+            sent.sent_at < end_of_day(as_of),
             or_(agg.c.last.is_(None), sent.created_at >= _day_after(agg.c.last, dialect)),
         )
         .scalar_subquery()
@@ -430,7 +427,7 @@ def history_statement(as_of: date, dialect: str, stride: int = 1) -> Select[Any]
         .outerjoin(agg, agg.c.member_id == Member.id)
         .where(
             Member.erased_at.is_(None),
-            or_(Member.created_at < _end_of(as_of), agg.c.member_id.is_not(None)),
+            or_(Member.created_at < end_of_day(as_of), agg.c.member_id.is_not(None)),
             *_every(Member.id, stride),
         )
         .order_by(Member.id)

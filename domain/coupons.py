@@ -18,7 +18,7 @@ from datetime import date
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import AuditLog, Coupon, Reward
+from db.models import AuditLog, Coupon, CouponKind, Reward
 from db.session import upsert_insert
 from db.types import utcnow
 from domain import audit, ledger
@@ -27,7 +27,7 @@ from domain.errors import CouponUnavailable, InvalidInput
 
 CODE_LENGTH = 10
 GROUP = 5
-VALUE, PERCENT = "value", "percent"
+VALUE, PERCENT = CouponKind.VALUE, CouponKind.PERCENT
 _MAX_ATTEMPTS = 8
 _BATCH = 500  # rows per INSERT: about 15 columns each, well under SQLite's parameter limit
 

@@ -3,6 +3,7 @@ WeChat) shows the same translated sentence instead of a stack trace."""
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 
@@ -14,6 +15,16 @@ class DomainError(Exception):
     def __init__(self, message: str, **params: Any) -> None:
         super().__init__(message)
         self.params = params
+
+    def template_context(self) -> dict[str, Any]:
+        """What a message template may say about this refusal: its key and the plain values
+        among its params (text, numbers, dates), never an object a template could poke at."""
+        plain = {
+            key: value
+            for key, value in (self.params or {}).items()
+            if isinstance(value, str | int | float | date) and key != "key"
+        }
+        return {"key": self.key, **plain}
 
 
 class NotFound(DomainError):

@@ -16,14 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import ColumnElement, and_, case, func, select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Complaint, Member, Staff, Store, SurveyResponse, Visit
+from db.models import Complaint, ComplaintStatus, Member, Staff, Store, SurveyResponse, Visit
 from db.session import lock_member
 from domain import audit, members, staff
 from domain.binding import CHANNELS as CHAT_CHANNELS
 from domain.errors import InvalidInput, NotFound
+from domain.queries import tally
 
 SCORE_MIN, SCORE_MAX = 0, 10
 PROMOTER_MIN = 9  # 9 and 10 recommend us
@@ -31,7 +32,7 @@ DETRACTOR_MAX = 6  # 0 to 6 warn others off; 7 and 8 are passive
 TEXT_MAX = 1000
 # Where feedback arrives: the chat channels, and the counter when staff type it in for a member.
 CHANNELS = (*CHAT_CHANNELS, "counter")
-OPEN, ANSWERED = "open", "answered"
+OPEN, ANSWERED = ComplaintStatus.OPEN, ComplaintStatus.ANSWERED
 OPEN_LIST_MAX = 500
 
 
@@ -334,10 +335,6 @@ async def answer_complaint(
     )
 
 
-def _tally(condition: ColumnElement[bool]) -> ColumnElement[int]:
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-
 async def nps(
     session: AsyncSession, start: datetime, end: datetime, store_id: int | None = None
 ) -> NpsReport:
@@ -349,9 +346,9 @@ async def nps(
         raise InvalidInput("the period ends before it starts")
     score = SurveyResponse.score
     query = select(
-        _tally(score >= PROMOTER_MIN),
-        _tally(and_(score > DETRACTOR_MAX, score < PROMOTER_MIN)),
-        _tally(score <= DETRACTOR_MAX),
+        tally(score >= PROMOTER_MIN),
+        tally(and_(score > DETRACTOR_MAX, score < PROMOTER_MIN)),
+        tally(score <= DETRACTOR_MAX),
     )
     query = query.select_from(SurveyResponse).where(
         SurveyResponse.created_at >= start, SurveyResponse.created_at < end

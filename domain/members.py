@@ -11,8 +11,7 @@ from db.models import Member, MemberTag, Vehicle
 from db.types import utcnow
 from domain.errors import InvalidInput, NotFound
 from domain.identity import normalize_phone, normalize_plate
-
-LOCALES = ("zh_CN", "en")
+from domain.locales import LOCALES
 
 
 async def find(session: AsyncSession, query: str, region: str = "CN") -> Member:
@@ -42,6 +41,18 @@ async def find(session: AsyncSession, query: str, region: str = "CN") -> Member:
     if member is None or member.erased_at is not None:
         raise NotFound("no member matches", query_kind="phone, plate or member number")
     return member
+
+
+async def sample(session: AsyncSession, preferred_ref: str | None = None) -> Member | None:
+    """A live member to show the product with (the demo's console): the one named by
+    `preferred_ref` when it exists and is not erased, else the first live member."""
+    if preferred_ref:
+        found = await session.scalar(select(Member).where(Member.member_ref == preferred_ref))
+        if found is not None and found.erased_at is None:
+            return found
+    return await session.scalar(
+        select(Member).where(Member.erased_at.is_(None)).order_by(Member.id).limit(1)
+    )
 
 
 async def create(

@@ -55,11 +55,10 @@ from domain.errors import (
     TemplateUndefinedName,
     TemplateUnsafe,
 )
+from domain.locales import DEFAULT_LOCALE, LOCALES, resolve_locale
 from domain.rendering import MessageEnvironment, MissingName, RenderBudget, TooCostly
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "messages"
-DEFAULT_LOCALE = "zh_CN"
-LOCALES = ("zh_CN", "en")
 SOURCE_CACHE_SIZE = 256
 _SOURCE_NAME = "<source>"
 _KEY = re.compile(r"[a-z0-9_]+(/[a-z0-9_]+)*")
@@ -80,14 +79,6 @@ CHANNEL_LIMITS: dict[str, ChannelLimit] = {
     "telegram": ChannelLimit(4096, "characters"),
     "wechat": ChannelLimit(2048, "bytes"),
 }
-
-
-def resolve_locale(locale: str | None) -> str:
-    """The shipped locale closest to a member's: exact, then same language, then zh_CN."""
-    if locale in LOCALES:
-        return locale
-    language = (locale or "").replace("-", "_").split("_")[0].lower()
-    return next((known for known in LOCALES if known.split("_")[0] == language), DEFAULT_LOCALE)
 
 
 class Renderer:

@@ -37,15 +37,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Member, PointsEntry
+from db.models import Member, PointsEntry, PointsKind
 from db.session import upsert_insert
 from db.types import UTCDateTime, utcnow
 from domain import audit, ledger
 from domain.errors import InsufficientPoints, InvalidInput
 from domain.shop import LoyaltyRules
 
-EARN, OPENING, REDEEM, EXPIRE, ADJUST = "earn", "opening", "redeem", "expire", "adjust"
-OFFSET = "offset"
+EARN, OPENING, REDEEM = PointsKind.EARN, PointsKind.OPENING, PointsKind.REDEEM
+EXPIRE, ADJUST, OFFSET = PointsKind.EXPIRE, PointsKind.ADJUST, PointsKind.OFFSET
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from datetime import date
 from sqlalchemy import String, cast, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import PunchCard, PunchEntry, Service
+from db.models import PunchCard, PunchEntry, PunchKind, Service
 from db.session import upsert_insert
 from db.types import UTCDateTime, utcnow
 from domain import audit, ledger
 from domain.errors import InvalidInput, NotFound, PunchCardUnavailable
 
-ISSUE, USE, EXPIRE = "issue", "use", "expire"
+ISSUE, USE, EXPIRE = PunchKind.ISSUE, PunchKind.USE, PunchKind.EXPIRE
 
 
 @dataclass(frozen=True)

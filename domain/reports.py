@@ -31,6 +31,7 @@ from db.models import (
     Visit,
 )
 from domain import points
+from domain.queries import tally
 
 # A member whose last visit is at most this many days old is active; older than LOST_DAYS, lost;
 # in between, lapsing: the moment a win-back message still has a good chance.
@@ -350,15 +351,11 @@ async def loyalty_totals(session: AsyncSession, today: date) -> LoyaltyTotals:
     )
 
 
-def _tally(condition: ColumnElement[bool]) -> ColumnElement[int]:
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-
 async def _coupons_by_source(session: AsyncSession, today: date) -> list[CouponCount]:
     """Most issued first; `valid` means what `coupons.valid_for_member` would list today."""
     usable = and_(Coupon.used_at.is_(None), Coupon.valid_from <= today, Coupon.valid_until >= today)
     rows = await session.execute(
-        select(Coupon.source, func.count(), _tally(Coupon.used_at.is_not(None)), _tally(usable))
+        select(Coupon.source, func.count(), tally(Coupon.used_at.is_not(None)), tally(usable))
         .group_by(Coupon.source)
         .order_by(func.count().desc(), Coupon.source)
     )
@@ -374,7 +371,7 @@ async def _stored_value_held(session: AsyncSession) -> tuple[int, int]:
     )
     held, holders = (
         await session.execute(
-            select(func.coalesce(func.sum(per_member.c.cents), 0), _tally(per_member.c.cents > 0))
+            select(func.coalesce(func.sum(per_member.c.cents), 0), tally(per_member.c.cents > 0))
         )
     ).one()
     return int(held), int(holders)
@@ -394,7 +391,7 @@ async def _punch_cards_active(session: AsyncSession, today: date) -> tuple[int, 
     cards, uses = (
         await session.execute(
             select(
-                _tally(live),
+                tally(live),
                 func.coalesce(func.sum(case((live, per_card.c.left), else_=0)), 0),
             )
         )

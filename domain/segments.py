@@ -81,7 +81,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 
 from sqlalchemy import case, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -89,7 +89,8 @@ from sqlalchemy.orm import aliased
 
 from db.models import Member, Vehicle, Visit
 from domain.errors import InvalidInput
-from domain.members import LOCALES
+from domain.locales import LOCALES, localized
+from domain.queries import end_of_day
 from domain.reports import ACTIVE_DAYS, LOST_DAYS
 from domain.tiers import window_start
 
@@ -248,7 +249,7 @@ def _name(names: dict[str, tuple[str, str]], key: str, locale: str) -> str:
     if key not in names:
         raise InvalidInput("unknown key", key=key)
     zh, en = names[key]
-    return zh if locale == "zh_CN" else en
+    return localized(locale, zh, en)
 
 
 def segment_name(key: str, locale: str) -> str:
@@ -266,11 +267,6 @@ def lifecycle_name(key: str, locale: str) -> str:
 def car_stage_name(key: str, locale: str) -> str:
     names = {k: (s.name_zh, s.name_en) for k, s in CAR_STAGES.items()}
     return _name(names, key, locale)
-
-
-def _end_of(day: date) -> datetime:
-    """The first instant after `day` in UTC: "created on or before the day" is `< _end_of`."""
-    return datetime.combine(day + timedelta(days=1), time(), tzinfo=UTC)
 
 
 async def member_metrics(
@@ -311,7 +307,7 @@ async def member_metrics(
             last_satisfaction,
         )
         .outerjoin(agg, agg.c.member_id == Member.id)
-        .where(*wanted, or_(Member.created_at < _end_of(as_of), agg.c.member_id.is_not(None)))
+        .where(*wanted, or_(Member.created_at < end_of_day(as_of), agg.c.member_id.is_not(None)))
         .order_by(Member.id)
     )
     return [_metrics(as_of, *row) for row in rows.all()]
@@ -486,7 +482,7 @@ async def vehicle_stages(
         .join(Member, Member.id == Vehicle.member_id)
         .where(
             Member.erased_at.is_(None),
-            or_(Vehicle.created_at < _end_of(as_of), seen),
+            or_(Vehicle.created_at < end_of_day(as_of), seen),
         )
         .order_by(Vehicle.id)
     )

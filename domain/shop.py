@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -198,6 +198,17 @@ class ShopConfig(_Strict):
                     f"rewards: {reward.code} names unknown service {reward.coupon.service!r}"
                 )
         return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The chain's time zone, its first store's. Whatever is not one store's own (the
+        scheduler's clock, "today" for the CLI and the chat, members without a home store)
+        runs on this business day rather than UTC's."""
+        return ZoneInfo(self.stores[0].timezone)
+
+    def today(self, now: datetime | None = None) -> date:
+        """The chain's business day at `now` (default: this moment)."""
+        return (now or datetime.now(UTC)).astimezone(self.zone).date()
 
     @property
     def loyalty(self) -> LoyaltyRules:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Staff, Store
+from db.models import Staff, StaffRole, Store
 from domain import audit
 from domain.errors import DomainError, InvalidInput, NotFound
 
-STAFF, MANAGER = "staff", "manager"
+STAFF, MANAGER = StaffRole.STAFF, StaffRole.MANAGER
 ROLES = (STAFF, MANAGER)
 
 

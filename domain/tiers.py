@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Date, Integer, Select, bindparam, case, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Member, Tier, TierChange, Visit
+from db.models import Member, Tier, TierChange, TierChangeReason, Visit
 from db.types import UTCDateTime, utcnow
 from domain.errors import NotFound
 
@@ -19,7 +19,11 @@ WINDOW_DAYS = 365
 
 # Why a tier changed (TierChange.reason): a visit or review moved the member up, a review moved
 # them down, or an import brought in history that had earned the tier long ago.
-UPGRADE, REVIEW, IMPORTED = "upgrade", "review", "import"
+UPGRADE, REVIEW, IMPORTED = (
+    TierChangeReason.UPGRADE,
+    TierChangeReason.REVIEW,
+    TierChangeReason.IMPORTED,
+)
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import StoredValueEntry
+from db.models import StoredValueEntry, StoredValueKind
 from domain import audit, ledger
 from domain.errors import InsufficientBalance, InvalidInput
 
-TOP_UP, SPEND = "top_up", "spend"
+TOP_UP, SPEND = StoredValueKind.TOP_UP, StoredValueKind.SPEND
 
 
 async def balance(session: AsyncSession, member_id: int) -> int:

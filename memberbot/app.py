@@ -6,6 +6,10 @@ one HTTP server (uvicorn) on `telegram_webhook_listen:telegram_webhook_port` ser
 `/telegram/webhook` and `/healthz`. With long polling `/healthz` is served only when
 `MEMBERBOT_HEALTH_PORT` is set. SIGINT, SIGTERM or the `stop` event shut everything down in
 reverse order: HTTP, scheduler, senders, bot, database.
+
+This is the one place that reads the operator's settings for the channels and the scheduler:
+`telegram_options`, `dispatch_policy` and `job_setup` turn them into the plain values those
+packages take, so neither imports `memberbot`.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import date
 from functools import partial
+from typing import Any
 
 import uvicorn
 from sqlalchemy import text
@@ -27,13 +35,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.channels import telegram
-from bot.channels.base import SENT, Sender
-from bot.conversation import Reply
 from db.session import Database
+from domain import scores
+from domain.outgoing import SENT, Reply, Sender
+from domain.shop import ShopConfig
 from memberbot import runtime
 from memberbot.settings import Settings, get_settings
 from scheduler import jobs
-from scheduler.dispatch import Dispatcher
+from scheduler.dispatch import ChannelLimits, Dispatcher, DispatchPolicy, QuietHours
 
 log = logging.getLogger(__name__)
 
@@ -57,25 +66,26 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
         stack.enter_context(_stop_on_signals(stop))
         routes: list[BaseRoute] = [Route(HEALTH_PATH, health_endpoint(rt.db))]
         senders: dict[str, Sender] = {}
-        if settings.telegram_token:
-            sender = telegram.TelegramSender(settings.telegram_token, settings.telegram_base_url)
+        tg_options = telegram_options(settings)
+        if tg_options.token:
+            sender = telegram.TelegramSender(tg_options.token, tg_options.base_url)
             senders[sender.channel] = await stack.enter_async_context(sender)
         else:
             log.info("no chat channel configured (MEMBERBOT_TELEGRAM_TOKEN is unset)")
         # One dispatcher for the process: the chat's replies count against its pace, so
         # replies and reminders together keep to the bot's limit.
-        dispatcher = jobs.build_dispatcher(rt, senders)
-        if settings.telegram_token:
+        dispatcher = build_dispatcher(rt, senders)
+        if tg_options.token:
             chat = rt.chat()
             chat.staff_channel = partial(alert_staff, sender)
             application = telegram.build_application(
                 chat,
-                settings,
+                tg_options,
                 on_sent=partial(dispatcher.note_send, telegram.CHANNEL),
             )
-            await stack.enter_async_context(telegram.running(application, settings))
-            if telegram.webhook_mode(settings):
-                secret = settings.telegram_webhook_secret or ""
+            await stack.enter_async_context(telegram.running(application, tg_options))
+            if telegram.webhook_mode(tg_options):
+                secret = tg_options.webhook_secret or ""
                 routes.append(telegram.webhook_route(application, secret))
         await stack.enter_async_context(scheduler(rt, senders, dispatcher))
         port = http_port(settings)
@@ -105,8 +115,88 @@ async def scheduler(
     """The lifecycle rules and the outbox dispatcher, sending through `senders` (channel name →
     Sender); they stop before the senders close. They run whether or not a chat channel is
     configured: rules still fill the outbox, and members without a chat are counted for staff."""
-    async with jobs.running(rt, senders, dispatcher=dispatcher):
+    async with jobs.running(job_setup(rt), dispatcher):
         yield
+
+
+def telegram_options(settings: Settings) -> telegram.TelegramOptions:
+    """The Telegram channel's settings, as the plain values `bot.channels.telegram` takes."""
+    return telegram.TelegramOptions(
+        token=settings.telegram_token,
+        base_url=settings.telegram_base_url,
+        rate_per_second=settings.telegram_rate_per_second,
+        bot_username=settings.telegram_bot_username,
+        webhook_url=settings.telegram_webhook_url,
+        webhook_secret=settings.telegram_webhook_secret,
+    )
+
+
+def dispatch_policy(settings: Settings, config: ShopConfig, **overrides: Any) -> DispatchPolicy:
+    """The operator's knobs as the dispatcher's policy, in the chain's time zone; `overrides`
+    replace single fields (the tests and benchmarks raise rates or lift quiet hours)."""
+    values: dict[str, Any] = {
+        "quiet_hours": QuietHours.parse(settings.quiet_hours),
+        "marketing_cap": settings.marketing_cap,
+        "marketing_cap_days": settings.marketing_cap_days,
+        "batch": settings.dispatch_batch,
+        "interval_seconds": settings.dispatch_interval_seconds,
+        "limits": {
+            telegram.CHANNEL: ChannelLimits(
+                per_second=settings.telegram_rate_per_second,
+                chat_interval=settings.telegram_chat_interval_seconds,
+            )
+        },
+        "default_timezone": config.zone.key,
+    }
+    values.update(overrides)
+    return DispatchPolicy(**values)
+
+
+def build_dispatcher(rt: runtime.Runtime, senders: Mapping[str, Sender]) -> Dispatcher:
+    """The dispatcher `serve` runs, sending through `senders` by the settings' policy."""
+    return Dispatcher(rt.db, senders, dispatch_policy(rt.settings, rt.config))
+
+
+def job_setup(rt: runtime.Runtime) -> jobs.JobSetup:
+    """What the scheduler's jobs run on, from the settings; the nightly scores are refreshed
+    in a child process (`refresh_scores_apart`)."""
+    return jobs.JobSetup(
+        db=rt.db,
+        config=rt.config,
+        rules_file=rt.settings.rules_file,
+        daily_rules_at=jobs.parse_clock(rt.settings.daily_rules_at),
+        dispatch_interval_seconds=rt.settings.dispatch_interval_seconds,
+        refresh_scores=partial(refresh_scores_apart, rt),
+    )
+
+
+async def refresh_scores_apart(rt: runtime.Runtime, day: date) -> int:
+    """Score every member in a child process (`memberbot segments refresh`): fitting the
+    churn model over a big chain holds gigabytes for minutes, which the serving process should
+    not keep afterwards. The child reads the same database and shop configuration."""
+    env = {
+        **os.environ,
+        # The database this process really uses (its engine's), password included.
+        "MEMBERBOT_DATABASE_URL": rt.db.engine.url.render_as_string(hide_password=False),
+        "MEMBERBOT_SHOP_CONFIG": str(rt.settings.shop_config),
+    }
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "memberbot",
+        "segments",
+        "refresh",
+        "--as-of",
+        day.isoformat(),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _out, err = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"segments refresh exited {child.returncode}: {err.decode()[-500:]}")
+    async with rt.db.read() as session:
+        return await scores.snapshot_size(session)
 
 
 def tune_gc() -> None:
@@ -122,7 +212,7 @@ def tune_gc() -> None:
 
 def http_port(settings: Settings) -> int | None:
     """The HTTP server's port: the webhook's in webhook mode, else the optional health port."""
-    if settings.telegram_token and telegram.webhook_mode(settings):
+    if settings.telegram_token and telegram.webhook_mode(telegram_options(settings)):
         return settings.telegram_webhook_port
     return settings.health_port
 

@@ -7,8 +7,6 @@ the audit log records.
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from bot.channels.console import ConsoleSession
 from db.models import Member
 from db.types import utcnow
@@ -38,13 +36,7 @@ async def find_member(rt: Runtime, query: str) -> Member:
 async def first_member(rt: Runtime, preferred_ref: str | None = None) -> Member | None:
     """The member a demo session speaks for: the showcase member, else the first one."""
     async with rt.db.read() as session:
-        if preferred_ref:
-            found = await session.scalar(select(Member).where(Member.member_ref == preferred_ref))
-            if found is not None and found.erased_at is None:
-                return found
-        return await session.scalar(
-            select(Member).where(Member.erased_at.is_(None)).order_by(Member.id).limit(1)
-        )
+        return await members.sample(session, preferred_ref)
 
 
 async def open_session(rt: Runtime, member: Member, *, actor: str = "cli") -> ConsoleSession:

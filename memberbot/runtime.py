@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from datetime import date
 
 from bot.conversation import Chat
 from db.migrate import upgrade
@@ -33,9 +32,8 @@ class Runtime:
         )
 
     def today(self) -> date:
-        """Today in the chain's first store's time zone: the business day, not UTC's."""
-        zone = ZoneInfo(self.config.stores[0].timezone)
-        return datetime.now(zone).date()
+        """Today in the chain's time zone: the business day, not UTC's."""
+        return self.config.today()
 
 
 async def start(settings: Settings | None = None, *, migrate: bool = True) -> Runtime:

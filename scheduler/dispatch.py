@@ -13,7 +13,7 @@ One round (`Dispatcher.run_once`) is three steps:
    * no active chat on a configured channel → unreachable (`no_chat`; `no_sender` when the
      member's only chats are on channels this process cannot send on). Staff see these in
      `memberbot outbox status` and follow up by phone;
-   * quiet hours in the member's home store's time zone (the chain's first store when the
+   * quiet hours in the member's home store's time zone (the chain's zone when the
      member has none): the row is handed back untried, due when the quiet hours end. A rule
      says whether they hold its messages (`context["dispatch"]["quiet_hours"]`, written by
      `scheduler.rules`); without that, transactional messages (a booking the member just
@@ -67,27 +67,23 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field, fields
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channels.base import BLOCKED, RETRY, SENT, Delivery, Sender
-from bot.conversation import Button, Reply
-from db.models import ChatBinding, Member, OutboxMessage, Store
+from db.models import Member, OutboxMessage, Store
 from db.session import Database
 from db.types import utcnow
 from domain import binding
 from domain.errors import DomainError
 from domain.messages import Renderer
+from domain.outgoing import BLOCKED, RETRY, SENT, Button, Delivery, Reply, Sender
 from scheduler import outbox
-
-if TYPE_CHECKING:
-    from memberbot.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +101,6 @@ WINDOW_MARGIN_SECONDS = 0.025
 # Two chats told to wait within this many seconds means the channel as a whole is flooded.
 FLOOD_SPREAD_SECONDS = 1.0
 _QUIET = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)")
 
 
 @dataclass(frozen=True)
@@ -165,7 +159,9 @@ def _default_limits() -> dict[str, ChannelLimits]:
 
 @dataclass(frozen=True)
 class DispatchPolicy:
-    """Everything the dispatcher decides by; `from_settings` maps the operator's knobs."""
+    """Everything the dispatcher decides by. `memberbot.app.dispatch_policy` maps the operator's
+    settings onto it; `default_timezone` is the chain's (`ShopConfig.zone`), for members without
+    a home store."""
 
     quiet_hours: QuietHours | None = QuietHours(clock_time(21), clock_time(9))
     quiet_categories: frozenset[str] = frozenset({outbox.SERVICE, outbox.MARKETING})
@@ -191,24 +187,6 @@ class DispatchPolicy:
             raise ValueError("batch, concurrency and max_attempts must be positive")
         if self.lease_margin_seconds >= self.lease_seconds:
             raise ValueError("the lease must be longer than its safety margin")
-
-    @classmethod
-    def from_settings(cls, settings: Settings, **overrides: Any) -> DispatchPolicy:
-        values: dict[str, Any] = {
-            "quiet_hours": QuietHours.parse(settings.quiet_hours),
-            "marketing_cap": settings.marketing_cap,
-            "marketing_cap_days": settings.marketing_cap_days,
-            "batch": settings.dispatch_batch,
-            "interval_seconds": settings.dispatch_interval_seconds,
-            "limits": {
-                "telegram": ChannelLimits(
-                    per_second=settings.telegram_rate_per_second,
-                    chat_interval=settings.telegram_chat_interval_seconds,
-                )
-            },
-        }
-        values.update(overrides)
-        return cls(**values)
 
     def backoff(self, attempts: int, rng: random.Random) -> float:
         """Seconds before a transient failure is tried again: doubling per attempt, capped,
@@ -440,21 +418,6 @@ def buttons_from(context: Mapping[str, Any]) -> tuple[tuple[Button, ...], ...]:
     return tuple(built)
 
 
-def revive(value: Any) -> Any:
-    """The outbox keeps a message's context as JSON, so dates come back as ISO strings;
-    templates format real dates (`|date`, `|days_until`), so they are turned back into them."""
-    if isinstance(value, dict):
-        return {key: revive(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [revive(item) for item in value]
-    if isinstance(value, str):
-        if _ISO_DATE.fullmatch(value):
-            return date.fromisoformat(value)
-        if _ISO_DATETIME.fullmatch(value):
-            return datetime.fromisoformat(value).astimezone(UTC)
-    return value
-
-
 class Dispatcher:
     """Sends what the outbox holds, by the policy; one instance per process (or several, each
     with its own worker id: they share the work through the database)."""
@@ -547,18 +510,13 @@ class Dispatcher:
                 ).where(Member.id.in_(member_ids))
             )
         }
-        stores = (await session.execute(select(Store.id, Store.timezone).order_by(Store.id))).all()
+        stores = (await session.execute(select(Store.id, Store.timezone))).all()
         zones = {store_id: ZoneInfo(zone) for store_id, zone in stores}
-        default_zone = zones[stores[0][0]] if stores else ZoneInfo(self.policy.default_timezone)
-        # The same chats, in the same order, as `domain.binding.addresses_of`, for a whole
-        # batch in one query.
-        chats: dict[int, list[tuple[str, str]]] = {}
-        for member_id, channel, address in await session.execute(
-            select(ChatBinding.member_id, ChatBinding.channel, ChatBinding.address)
-            .where(ChatBinding.member_id.in_(member_ids), ChatBinding.active.is_(True))
-            .order_by(ChatBinding.bound_at, ChatBinding.id)
-        ):
-            chats.setdefault(member_id, []).append((channel, address))
+        default_zone = ZoneInfo(self.policy.default_timezone)
+        chats = {
+            member_id: [(chat.channel, chat.address) for chat in bound]
+            for member_id, bound in (await binding.chats_of(session, member_ids)).items()
+        }
         return _Facts(members=members, zones=zones, default_zone=default_zone, chats=chats)
 
     async def _marketing_used(
@@ -674,7 +632,9 @@ class Dispatcher:
         context = row.context or {}
         text = row.body
         if text is None:
-            text = self.renderer.render(row.template_key, row.locale, revive(context), channel)
+            text = self.renderer.render(
+                row.template_key, row.locale, outbox.revived_context(context), channel
+            )
         if row.category == outbox.MARKETING:
             # Every offer says how to stop them, whoever wrote its template.
             text = f"{text}\n\n{self.renderer.render(OPT_OUT_FOOTER, row.locale, {}, channel)}"

@@ -6,7 +6,7 @@
 | `daily_rules` | daily at `daily_rules_at` | `scheduler.rules.run` for today |
 | `booking_reminders` | hourly, at :05 | the booking reminder rules again, for bookings made since |
 | `points_expiry` | nightly 00:15 | `domain.points.expire` as of today |
-| `segments` | nightly 01:00 | `memberbot segments refresh` in a child process, as of today |
+| `segments` | nightly 01:00 | the score refresh it is handed (a child process in `serve`) |
 | `tier_review` | monthly, the 1st at 02:00 | `domain.tiers.review` as of today |
 
 Every job is coalesced (runs missed while the process was down or busy collapse into one run),
@@ -16,33 +16,33 @@ than exclusive: several `serve` processes may all run the daily rules (the outbo
 the second run add nothing), expire points (keyed per member and day), review tiers or refresh
 segments (both converge to the same state), and dispatch (rows are claimed, never shared).
 
-`running(runtime, senders)` starts the schedule and, on the way out, lets a dispatch in
+`running(setup, dispatcher)` starts the schedule and, on the way out, lets a dispatch in
 progress finish its batch before the senders close.
+
+The scheduler reads no settings and knows no channel: the composition root (`memberbot/app.py`)
+hands it a `JobSetup` of plain values and callables and a `Dispatcher` with its senders.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as clock_time
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from pathlib import Path
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.channels.base import Sender
-from domain import points, scores, tiers
-from scheduler.dispatch import Dispatcher, DispatchPolicy, DispatchSummary
-
-if TYPE_CHECKING:  # memberbot builds the scheduler; the arrow points from it to us
-    from memberbot.runtime import Runtime
+from db.session import Database
+from domain import points, tiers
+from domain.shop import ShopConfig
+from scheduler.dispatch import Dispatcher, DispatchSummary
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +70,30 @@ def parse_clock(text: str) -> clock_time:
         raise ValueError(f"{text!r} is not a time like 08:30") from exc
 
 
-def chain_zone(runtime: Runtime) -> ZoneInfo:
-    """The chain's time zone: its first store's, as the business day (`Runtime.today`)."""
-    return ZoneInfo(runtime.config.stores[0].timezone)
+@dataclass(frozen=True)
+class JobSetup:
+    """What the jobs run on, as plain values: the database, the chain (its time zone is the
+    clock's), the shop's rules file (read at every run, so an edited file needs no restart),
+    when the daily rules run, how often the dispatcher looks, and how to refresh the member
+    scores (in `serve`, a child process that gives the model's memory back)."""
+
+    db: Database
+    config: ShopConfig
+    rules_file: Path | None
+    daily_rules_at: clock_time
+    dispatch_interval_seconds: float
+    refresh_scores: Callable[[date], Awaitable[int]]
+
+    def today(self) -> date:
+        return self.config.today()
 
 
 class Jobs:
     """The job functions, small and idempotent, and the tasks running them right now (so that
     stopping can wait for them)."""
 
-    def __init__(self, runtime: Runtime, dispatcher: Dispatcher) -> None:
-        self.runtime = runtime
+    def __init__(self, setup: JobSetup, dispatcher: Dispatcher) -> None:
+        self.setup = setup
         self.dispatcher = dispatcher
         self.stopping = asyncio.Event()
         self.running: set[asyncio.Task[Any]] = set()
@@ -115,12 +128,12 @@ class Jobs:
         from scheduler import rules
         from scheduler.ruleconfig import load_rules
 
-        rt = self.runtime
-        day = rt.today()
+        setup = self.setup
+        day = setup.today()
         chosen = [
-            rule for rule in load_rules(rt.settings.rules_file) if kind is None or rule.kind == kind
+            rule for rule in load_rules(setup.rules_file) if kind is None or rule.kind == kind
         ]
-        summary = await self._tracked(lambda: rules.run(rt.db, chosen, day, rt.config))
+        summary = await self._tracked(lambda: rules.run(setup.db, chosen, day, setup.config))
         total = summary.total()
         log.info(
             "rules (%s) for %s: %d queued, %d already queued, %d failed",
@@ -134,10 +147,10 @@ class Jobs:
 
     async def points_expiry(self) -> int:
         """Expire lapsed points as of today (one entry per member and day, so reruns add none)."""
-        day = self.runtime.today()
+        day = self.setup.today()
 
         async def work() -> int:
-            async with self.runtime.db.transaction() as session:
+            async with self.setup.db.transaction() as session:
                 return await points.expire(session, day)
 
         expired = await self._tracked(work)
@@ -146,21 +159,18 @@ class Jobs:
 
     async def segments(self) -> int:
         """Rewrite the member segments and churn scores as of today."""
-        day = self.runtime.today()
+        day = self.setup.today()
 
-        async def work() -> int:
-            return await refresh_scores_apart(self.runtime, day)
-
-        written = await self._tracked(work)
+        written = await self._tracked(lambda: self.setup.refresh_scores(day))
         log.info("segments as of %s: %d members scored", day, written)
         return written
 
     async def tier_review(self) -> int:
         """Move every member to the tier their spend earns, up or down."""
-        day = self.runtime.today()
+        day = self.setup.today()
 
         async def work() -> int:
-            async with self.runtime.db.transaction() as session:
+            async with self.setup.db.transaction() as session:
                 return await tiers.review(session, day)
 
         moved = await self._tracked(work)
@@ -174,57 +184,10 @@ class Jobs:
             await asyncio.wait(set(self.running), timeout=timeout)
 
 
-async def refresh_scores_apart(runtime: Runtime, day: date) -> int:
-    """Score every member in a child process (`memberbot segments refresh`): fitting the
-    churn model over a big chain holds gigabytes for minutes, which the serving process should
-    not keep afterwards. The child reads the same database and shop configuration."""
-    settings = runtime.settings
-    env = {
-        **os.environ,
-        # The database this process really uses (its engine's), password included.
-        "MEMBERBOT_DATABASE_URL": runtime.db.engine.url.render_as_string(hide_password=False),
-        "MEMBERBOT_SHOP_CONFIG": str(settings.shop_config),
-    }
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "memberbot",
-        "segments",
-        "refresh",
-        "--as-of",
-        day.isoformat(),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _out, err = await child.communicate()
-    if child.returncode != 0:
-        raise RuntimeError(f"segments refresh exited {child.returncode}: {err.decode()[-500:]}")
-    async with runtime.db.read() as session:
-        return await scores.snapshot_size(session)
-
-
-def build_dispatcher(runtime: Runtime, senders: Mapping[str, Sender]) -> Dispatcher:
-    """The dispatcher `serve` runs, with the settings' policy in the chain's time zone."""
-    zone = chain_zone(runtime)
-    return Dispatcher(
-        runtime.db,
-        senders,
-        DispatchPolicy.from_settings(runtime.settings, default_timezone=zone.key),
-    )
-
-
-def build_scheduler(
-    runtime: Runtime,
-    senders: Mapping[str, Sender],
-    *,
-    dispatcher: Dispatcher | None = None,
-) -> AsyncIOScheduler:
+def build_scheduler(setup: JobSetup, dispatcher: Dispatcher) -> AsyncIOScheduler:
     """The schedule, not started. Its `Jobs` is `scheduler.memberbot_jobs`."""
-    settings = runtime.settings
-    zone = chain_zone(runtime)
-    dispatcher = dispatcher or build_dispatcher(runtime, senders)
-    jobs = Jobs(runtime, dispatcher)
+    zone = setup.config.zone
+    jobs = Jobs(setup, dispatcher)
     scheduler = AsyncIOScheduler(
         timezone=zone,
         job_defaults={
@@ -233,14 +196,14 @@ def build_scheduler(
             "misfire_grace_time": DAILY_GRACE_SECONDS,
         },
     )
-    rules_at = parse_clock(settings.daily_rules_at)
+    rules_at = setup.daily_rules_at
 
     def daily(at: clock_time, **fields: Any) -> CronTrigger:
         return CronTrigger(hour=at.hour, minute=at.minute, timezone=zone, **fields)
 
     scheduler.add_job(
         jobs.dispatch,
-        IntervalTrigger(seconds=settings.dispatch_interval_seconds, timezone=zone),
+        IntervalTrigger(seconds=setup.dispatch_interval_seconds, timezone=zone),
         id=DISPATCH,
         name="send due messages",
         misfire_grace_time=DISPATCH_GRACE_SECONDS,
@@ -267,15 +230,11 @@ def build_scheduler(
 
 @asynccontextmanager
 async def running(
-    runtime: Runtime,
-    senders: Mapping[str, Sender],
-    *,
-    dispatcher: Dispatcher | None = None,
-    stop_grace: float = STOP_GRACE_SECONDS,
+    setup: JobSetup, dispatcher: Dispatcher, *, stop_grace: float = STOP_GRACE_SECONDS
 ) -> AsyncIterator[AsyncIOScheduler]:
     """The schedule, started; on exit no new job starts, a dispatch in progress finishes its
     batch (so nothing is left claimed until its lease runs out), then the scheduler stops."""
-    scheduler = build_scheduler(runtime, senders, dispatcher=dispatcher)
+    scheduler = build_scheduler(setup, dispatcher)
     jobs: Jobs = scheduler.memberbot_jobs  # type: ignore[attr-defined]
     scheduler.start()
     log.info(

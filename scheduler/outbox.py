@@ -14,24 +14,31 @@ recording the result.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import OutboxMessage
+from db.models import MessageCategory, OutboxMessage, OutboxStatus
 from db.session import upsert_insert
 from db.types import utcnow
 
-PENDING, CLAIMED, SENT = "pending", "claimed", "sent"
-FAILED, SKIPPED, UNREACHABLE = "failed", "skipped", "unreachable"
+PENDING, CLAIMED, SENT = OutboxStatus.PENDING, OutboxStatus.CLAIMED, OutboxStatus.SENT
+FAILED, SKIPPED = OutboxStatus.FAILED, OutboxStatus.SKIPPED
+UNREACHABLE = OutboxStatus.UNREACHABLE
 STATUSES = (PENDING, CLAIMED, SENT, FAILED, SKIPPED, UNREACHABLE)
 
-TRANSACTIONAL, SERVICE, MARKETING = "transactional", "service", "marketing"
+TRANSACTIONAL, SERVICE = MessageCategory.TRANSACTIONAL, MessageCategory.SERVICE
+MARKETING = MessageCategory.MARKETING
 CATEGORIES = (TRANSACTIONAL, SERVICE, MARKETING)
+
+# How a stored context's dates and times look, so that reading it back restores them.
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_ISO_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)")
 
 KEY_MAX = 160
 ERROR_MAX = 255
@@ -310,3 +317,30 @@ async def reason_counts(
         for status, reason, rule, channel, count in rows
     ]
     return sorted(reasons, key=lambda r: (r.status, r.reason, r.rule, r.channel or ""))
+
+
+def stored_context(value: Any) -> Any:
+    """A message's template context as the outbox keeps it (JSON): dates and times as ISO text.
+    `revived_context` is its inverse; the two live together so they cannot drift apart."""
+    if isinstance(value, dict):
+        return {key: stored_context(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [stored_context(item) for item in value]
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
+def revived_context(value: Any) -> Any:
+    """A stored context with its ISO strings turned back into dates and times: templates format
+    real dates (`|date`, `|days_until`) when a message is rendered at send time."""
+    if isinstance(value, dict):
+        return {key: revived_context(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [revived_context(item) for item in value]
+    if isinstance(value, str):
+        if _ISO_DATE.fullmatch(value):
+            return date.fromisoformat(value)
+        if _ISO_DATETIME.fullmatch(value):
+            return datetime.fromisoformat(value).astimezone(UTC)
+    return value

@@ -26,7 +26,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +35,7 @@ from db.session import Database
 from db.types import utcnow
 from domain import coupons
 from domain.errors import TemplateError
+from domain.locales import localized
 from domain.messages import Renderer
 from domain.shop import ShopConfig
 from scheduler import outbox
@@ -57,8 +57,8 @@ MEASURE_CHANNEL = "wechat"
 class Planned:
     """A message the rules would send: whom, why (rule and occurrence), when and in what words.
     `context` is what the template was given (dates still dates; the outbox stores it as
-    `json_safe(context)`); `queued` says it is already in the outbox (a run would skip it);
-    `error` says why it could not be rendered (then `body` is empty)."""
+    `outbox.stored_context(context)`); `queued` says it is already in the outbox (a run would
+    skip it); `error` says why it could not be rendered (then `body` is empty)."""
 
     rule: str
     category: str
@@ -104,11 +104,6 @@ class RunSummary:
             for name in ("select_seconds", "render_seconds", "write_seconds"):
                 setattr(total, name, getattr(total, name) + getattr(part, name))
         return total
-
-
-def chain_zone(config: ShopConfig) -> ZoneInfo:
-    """The chain's business day is its first store's, as in `memberbot.runtime`."""
-    return ZoneInfo(config.stores[0].timezone)
 
 
 def _chosen(rules: Sequence[Rule], only: str | None) -> list[Rule]:
@@ -173,7 +168,7 @@ def _spec(rule: Rule, candidate: Candidate) -> CouponSpec | None:
 def coupon_context(spec: CouponSpec, code: str, locale: str, day: date) -> dict[str, Any]:
     return {
         "code": code,
-        "title": spec.title.en if locale == "en" else spec.title.zh_CN,
+        "title": localized(locale, spec.title.zh_CN, spec.title.en),
         "value_cents": spec.value_cents,
         "percent_off": spec.percent,
         "min_spend_cents": spec.min_spend_cents,
@@ -184,17 +179,6 @@ def coupon_context(spec: CouponSpec, code: str, locale: str, day: date) -> dict[
 def _with_rule_flags(rule: Rule, context: dict[str, Any]) -> dict[str, Any]:
     """What the dispatcher reads besides the words: whether quiet hours hold the message."""
     return {**context, "dispatch": {"quiet_hours": rule.quiet_hours}}
-
-
-def json_safe(value: Any) -> Any:
-    """The context as the outbox stores it: dates and times as ISO text."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, date | datetime):
-        return value.isoformat()
-    return value
 
 
 async def _existing(session: AsyncSession, model: Any, column: Any, keys: list[str]) -> dict:
@@ -218,7 +202,7 @@ async def plan(
     the messages shown per rule; messages already queued are included, marked `queued`."""
     renderer = Renderer()
     async with _reading(db_or_session) as session:
-        env = await load_env(session, day, now or utcnow(), chain_zone(config))
+        env = await load_env(session, day, now or utcnow(), config.zone)
         for chosen in _chosen(rules, rule):
             shown = 0
             queries = await queries_for(session, chosen, env)
@@ -312,7 +296,7 @@ async def run(
     renderer = Renderer()
     summary = RunSummary(day=day)
     async with db.read() as session:
-        env = await load_env(session, day, now, chain_zone(config))
+        env = await load_env(session, day, now, config.zone)
         for chosen in _chosen(rules, rule):
             stats = RuleRun(chosen.key)
             summary.rules.append(stats)
@@ -371,7 +355,9 @@ async def _write_chunk(
             stats.failed += 1
             continue
         intents.append(
-            replace(intent, context=json_safe(_with_rule_flags(rule, context)), body=body)
+            replace(
+                intent, context=outbox.stored_context(_with_rule_flags(rule, context)), body=body
+            )
         )
     stats.render_seconds += time.perf_counter() - started
     added = await outbox.enqueue(session, intents)

@@ -22,9 +22,11 @@ from bot.channels.telegram import TelegramSender
 from db.models import ChatBinding, Member, OutboxMessage
 from db.session import Database
 from db.types import utcnow
+from domain.shop import load_shop_config
+from memberbot.app import dispatch_policy
 from memberbot.settings import Settings
 from scheduler import outbox
-from scheduler.dispatch import Dispatcher, DispatchPolicy, DispatchSummary
+from scheduler.dispatch import Dispatcher, DispatchSummary
 from scheduler.outbox import Intent
 
 ROWS_PER_EXECUTE = 5_000
@@ -125,8 +127,11 @@ async def main() -> int:
         print("MEMBERBOT_TELEGRAM_TOKEN is not set", file=sys.stderr)
         return 2
     lease = int(os.environ.get("DISPATCH_WORKER_LEASE_SECONDS", "300"))
-    policy = DispatchPolicy.from_settings(
-        settings, lease_seconds=lease, lease_margin_seconds=min(30.0, lease / 4)
+    policy = dispatch_policy(
+        settings,
+        load_shop_config(settings.shop_config),
+        lease_seconds=lease,
+        lease_margin_seconds=min(30.0, lease / 4),
     )
     db = Database.from_url(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     total = DispatchSummary()

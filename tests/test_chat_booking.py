@@ -12,12 +12,13 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bot.conversation import BUTTON, COMMAND, TEXT, Button, Chat, Event, Reply
+from bot.conversation import BUTTON, COMMAND, TEXT, Chat, Event
 from bot.flows import account, booking
 from db.models import Booking, Store, Vehicle
 from db.session import Database
 from domain import binding, members
 from domain.messages import TEMPLATES_DIR
+from domain.outgoing import Button, Reply
 from domain.shop import ShopConfig
 
 NOW = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # Tuesday 09:00 in Shanghai

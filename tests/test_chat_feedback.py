@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from bot.conversation import Chat, Event, Reply
+from bot.conversation import Chat, Event
 from bot.flows import account, feedback
 from db.models import Complaint, ConversationState, Store, SurveyResponse, Visit
 from db.session import Database
 from domain import binding, members, visits
 from domain.messages import LOCALES, TEMPLATES_DIR, Renderer
+from domain.outgoing import Reply
 from domain.shop import LoyaltyRules, ShopConfig
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)

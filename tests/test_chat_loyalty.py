@@ -11,12 +11,13 @@ from datetime import UTC, date, datetime
 import pytest
 from sqlalchemy import func, select
 
-from bot.conversation import BUTTON, COMMAND, TEXT, Chat, Event, Reply
+from bot.conversation import BUTTON, COMMAND, TEXT, Chat, Event
 from bot.flows import account, loyalty
 from bot.flows import rewards as rewards_flow
 from db.models import Coupon, PointsEntry, Vehicle
 from db.session import Database
 from domain import binding, coupons, members, points, punchcards, visits, wallet
+from domain.outgoing import Reply
 from domain.shop import ShopConfig
 
 NOW = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai

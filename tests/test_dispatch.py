@@ -17,12 +17,11 @@ import pytest
 from botapi_server import BotApiServer
 from sqlalchemy import select, update
 
-from bot.channels.base import RETRY, Delivery
 from bot.channels.telegram import TelegramSender
-from bot.conversation import Reply
 from db.models import AuditLog, ChatBinding, Member, OutboxMessage, Store
 from db.session import Database
 from domain import binding, members, privacy
+from domain.outgoing import RETRY, Delivery, Reply
 from scheduler import outbox
 from scheduler.dispatch import (
     ChannelLimits,
@@ -30,7 +29,6 @@ from scheduler.dispatch import (
     DispatchPolicy,
     Pacer,
     QuietHours,
-    revive,
 )
 from scheduler.outbox import Intent, OutboxReason
 
@@ -156,7 +154,7 @@ async def test_quiet_hours_parse_and_end() -> None:
 
 
 async def test_revive_turns_iso_strings_back_into_dates() -> None:
-    revived = revive(
+    revived = outbox.revived_context(
         {"points": {"expiring_on": "2026-12-31", "n": 3}, "at": ["2026-12-01T08:00:00+08:00"]}
     )
     assert revived["points"]["expiring_on"].isoformat() == "2026-12-31"

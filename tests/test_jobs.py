@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import typer
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from botapi_server import BotApiServer
@@ -21,7 +23,9 @@ from db.models import ChatBinding, MemberScore, OutboxMessage
 from db.session import Database
 from db.types import utcnow
 from domain import members
+from domain.outgoing import Sender
 from domain.shop import ShopConfig
+from memberbot import app
 from memberbot.outboxview import outbox_app
 from memberbot.runtime import Runtime
 from memberbot.settings import Settings
@@ -38,6 +42,11 @@ def runtime(db: Database, config: ShopConfig, **settings: object) -> Runtime:
     }
     values.update(settings)
     return Runtime(settings=Settings(_env_file=None, **values), config=config, db=db)
+
+
+def build_scheduler(rt: Runtime, senders: Mapping[str, Sender]) -> AsyncIOScheduler:
+    """The schedule as `memberbot serve` wires it."""
+    return jobs.build_scheduler(app.job_setup(rt), app.build_dispatcher(rt, senders))
 
 
 async def queue_for_chats(db: Database, count: int, first_chat: int) -> None:
@@ -76,7 +85,7 @@ async def queue_for_chats(db: Database, count: int, first_chat: int) -> None:
 async def test_jobs_are_scheduled_in_the_chain_time_zone_and_coalesced(
     db: Database, shop_config: ShopConfig
 ) -> None:
-    scheduler = jobs.build_scheduler(runtime(db, shop_config), {})
+    scheduler = build_scheduler(runtime(db, shop_config), {})
     scheduler.start(paused=True)
     try:
         found = {job.id: job for job in scheduler.get_jobs()}
@@ -126,7 +135,7 @@ async def test_job_functions_are_idempotent(db: Database, shop_config: ShopConfi
             marketing_consent=True,
             consent_source="counter",
         )
-    scheduler = jobs.build_scheduler(rt, {})
+    scheduler = build_scheduler(rt, {})
     work: jobs.Jobs = scheduler.memberbot_jobs  # type: ignore[attr-defined]
 
     # The hourly pass queues only booking reminders: the birthday waits for the daily run.
@@ -157,7 +166,8 @@ async def test_stopping_lets_the_dispatch_in_progress_finish(
         BotApiServer(global_per_second=1000.0) as server,
         TelegramSender(server.token, server.base_url) as sender,
     ):
-        async with jobs.running(rt, {"telegram": sender}):
+        dispatcher = app.build_dispatcher(rt, {"telegram": sender})
+        async with jobs.running(app.job_setup(rt), dispatcher):
             await server.wait_sent(20_000, timeout=5)
         # Stopped while a batch of 60 at 40/s was still going out: it finished first.
         sent = list(server.sent)
@@ -200,7 +210,7 @@ def test_outbox_status_counts_and_unreachable_reasons(
                         )
                     ],
                 )
-            scheduler = jobs.build_scheduler(runtime(db, shop_config), {})
+            scheduler = build_scheduler(runtime(db, shop_config), {})
             await scheduler.memberbot_jobs.dispatch()  # type: ignore[attr-defined]
         finally:
             await db.dispose()

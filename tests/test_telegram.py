@@ -26,13 +26,13 @@ from starlette.applications import Starlette
 from telegram.ext import Application
 
 from bot.channels import telegram as tg
-from bot.channels.base import BLOCKED, FAILED, RETRY, SENT
-from bot.conversation import Button, Chat, Flow, Reply
+from bot.conversation import Chat, Flow
 from bot.flows import ALL_FLOWS
 from db.models import Member
 from db.session import Database
 from domain import binding, bookings, members, points, staff
 from domain.errors import ConfigError
+from domain.outgoing import BLOCKED, FAILED, RETRY, SENT, Button, Reply
 from domain.shop import ShopConfig
 from memberbot import app
 from memberbot.settings import Settings
@@ -121,9 +121,9 @@ async def server() -> AsyncIterator[BotApiServer]:
 @pytest.fixture
 async def bot(db: Database, shop_config: ShopConfig, server: BotApiServer) -> AsyncIterator[Bot]:
     chat = Chat(db, shop_config, flows=chat_flows(), clock=lambda: NOW)
-    settings = settings_for(server)
-    application = tg.build_application(chat, settings)
-    async with tg.running(application, settings):
+    options = app.telegram_options(settings_for(server))
+    application = tg.build_application(chat, options)
+    async with tg.running(application, options):
         assert application.updater is not None and application.updater.running
         yield Bot(server, chat, application, db)
     assert not application.running
@@ -369,17 +369,19 @@ async def test_webhook_mode_checks_the_secret(
     db: Database, shop_config: ShopConfig, server: BotApiServer
 ) -> None:
     chat = Chat(db, shop_config, flows=chat_flows(), clock=lambda: NOW)
-    settings = settings_for(
-        server,
-        telegram_webhook_url="https://bot.example.com/telegram/webhook",
-        telegram_webhook_secret=SECRET,
+    options = app.telegram_options(
+        settings_for(
+            server,
+            telegram_webhook_url="https://bot.example.com/telegram/webhook",
+            telegram_webhook_secret=SECRET,
+        )
     )
-    application = tg.build_application(chat, settings)
+    application = tg.build_application(chat, options)
     assert application.updater is None
-    app = Starlette(routes=[tg.webhook_route(application, SECRET)])
-    transport = httpx.ASGITransport(app=app)
+    web = Starlette(routes=[tg.webhook_route(application, SECRET)])
+    transport = httpx.ASGITransport(app=web)
     async with (
-        tg.running(application, settings),
+        tg.running(application, options),
         httpx.AsyncClient(transport=transport, base_url="http://memberbot") as client,
     ):
         assert server.webhook is not None
@@ -415,7 +417,7 @@ def test_webhook_mode_needs_a_secret(shop_config: ShopConfig) -> None:
             telegram_webhook_secret=secret,
         )
         with pytest.raises(ConfigError):
-            tg.build_application(Chat(None, shop_config), settings)  # type: ignore[arg-type]
+            tg.build_application(Chat(None, shop_config), app.telegram_options(settings))  # type: ignore[arg-type]
 
 
 # -- the scheduler's sender -----------------------------------------------------------------

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.markup import escape
 
-from bot.conversation import BUTTON, COMMAND, CONTACT, TEXT, Button, Chat, Event, Reply
+from bot.conversation import BUTTON, COMMAND, CONTACT, TEXT, Chat, Event
 from domain.binding import CONSOLE
+from domain.outgoing import Button, Reply
 
 QUIT_WORDS = frozenset({"q", "quit", "exit", "退出"})
 # The console's own stand-in for a messenger account id, so a shared contact is "one's own".

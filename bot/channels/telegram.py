@@ -6,15 +6,16 @@ the replies are shown with Telegram's widgets (inline keyboards for buttons, a o
 
 Entry points (used by `memberbot.app`, the tests and the benchmarks):
 
-* `build_application(chat, settings, *, concurrency=...) -> Application`: the bot, its
+* `build_application(chat, options, *, concurrency=...) -> Application`: the bot, its
   handlers, flood-control retries and the command menu set up at start. Webhook mode when
-  `settings.telegram_webhook_url` is set (refused without `telegram_webhook_secret`).
-* `async with running(application, settings):` initialises, registers the command menu
+  `options.webhook_url` is set (refused without `options.webhook_secret`). `TelegramOptions`
+  holds plain values; `memberbot.app` fills it from the operator's settings.
+* `async with running(application, options):` initialises, registers the command menu
   (`post_init`), starts processing, then long polling or `setWebhook`; it stops everything
   cleanly on exit.
 * `webhook_route(application, secret) -> starlette Route` at `WEBHOOK_PATH`: checks the
   `X-Telegram-Bot-Api-Secret-Token` header (403 otherwise) and queues the update.
-* `TelegramSender(token, base_url)`: the scheduler's `bot.channels.base.Sender`. It has no
+* `TelegramSender(token, base_url)`: the scheduler's `domain.outgoing.Sender`. It has no
   rate limiter, so the dispatcher, which paces itself, sees every 429.
 * `reply_markup(reply)`: how a `Reply`'s buttons look on Telegram, for both of the above.
 """
@@ -29,9 +30,10 @@ import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -70,22 +72,10 @@ from telegram.ext import (
 from telegram.warnings import PTBDeprecationWarning
 
 from bot import intents
-from bot.channels.base import BLOCKED, FAILED, RETRY, SENT, Delivery
-from bot.conversation import (
-    BUTTON,
-    BUTTON_DATA_MAX,
-    COMMAND,
-    CONTACT,
-    TEXT,
-    Chat,
-    Event,
-    Reply,
-)
+from bot.conversation import BUTTON, COMMAND, CONTACT, TEXT, Chat, Event
 from domain.errors import ConfigError
 from domain.messages import LOCALES
-
-if TYPE_CHECKING:  # the settings object is handed in by memberbot; bot never imports memberbot
-    from memberbot.settings import Settings
+from domain.outgoing import BLOCKED, BUTTON_DATA_MAX, FAILED, RETRY, SENT, Delivery, Reply
 
 log = logging.getLogger(__name__)
 
@@ -342,30 +332,43 @@ async def _edit(bot: Bot, message: Message, reply: Reply) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class TelegramOptions:
+    """How this bot reaches Telegram: its token, the Bot API's base URL (a self-hosted server,
+    or the tests' one on 127.0.0.1), the bot-wide pace for replies (0 = none), its @username
+    for invite links (asked of Telegram when unset), and for webhook mode the public URL and
+    the secret Telegram must send with every push."""
+
+    token: str | None
+    base_url: str = "https://api.telegram.org/bot"
+    rate_per_second: float = 30.0
+    bot_username: str | None = None
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+
+
 def build_application(
     chat: Chat,
-    settings: Settings,
+    options: TelegramOptions,
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     on_sent: Callable[[str], None] | None = None,
 ) -> Application:
-    """The bot for `settings.telegram_token`, long polling unless a webhook URL is set.
+    """The bot for `options.token`, long polling unless a webhook URL is set.
     `on_sent(chat_id)` hears of every reply sent, so the reminders can share the bot's pace."""
-    if not settings.telegram_token:
+    if not options.token:
         raise ConfigError([("environment", "MEMBERBOT_TELEGRAM_TOKEN", "is not set")])
-    webhook = webhook_mode(settings)
+    webhook = webhook_mode(options)
     builder = (
         ApplicationBuilder()
-        .token(settings.telegram_token)
-        .base_url(settings.telegram_base_url)
-        .base_file_url(file_url(settings.telegram_base_url))
+        .token(options.token)
+        .base_url(options.base_url)
+        .base_file_url(file_url(options.base_url))
         .rate_limiter(
-            AIORateLimiter(
-                overall_max_rate=settings.telegram_rate_per_second, max_retries=ANSWER_RETRIES
-            )
+            AIORateLimiter(overall_max_rate=options.rate_per_second, max_retries=ANSWER_RETRIES)
         )
         .concurrent_updates(PerChatUpdateProcessor(concurrency))
-        .post_init(_post_init(chat, settings))
+        .post_init(_post_init(chat, options))
     )
     if webhook:
         builder = builder.updater(None)
@@ -374,11 +377,11 @@ def build_application(
     return application
 
 
-def webhook_mode(settings: Settings) -> bool:
+def webhook_mode(options: TelegramOptions) -> bool:
     """Whether Telegram pushes updates to us; refuses a webhook nobody could authenticate."""
-    if not settings.telegram_webhook_url:
+    if not options.webhook_url:
         return False
-    secret = settings.telegram_webhook_secret or ""
+    secret = options.webhook_secret or ""
     if not _SECRET.fullmatch(secret):
         raise ConfigError(
             [
@@ -393,12 +396,12 @@ def webhook_mode(settings: Settings) -> bool:
 
 
 def _post_init(
-    chat: Chat, settings: Settings
+    chat: Chat, options: TelegramOptions
 ) -> Callable[[Application], Coroutine[Any, Any, None]]:
     async def post_init(application: Application) -> None:
         """Once the bot knows itself (getMe): its username for invite links, and the command
         menu in each language."""
-        chat.bot_username = settings.telegram_bot_username or application.bot.username
+        chat.bot_username = options.bot_username or application.bot.username
         for index, (locale, language_code) in enumerate(COMMAND_MENUS.items()):
             commands = command_menu(chat, locale)
             if index == 0:
@@ -426,7 +429,7 @@ def command_menu(chat: Chat, locale: str) -> list[BotCommand]:
 
 
 @asynccontextmanager
-async def running(application: Application, settings: Settings) -> AsyncIterator[Application]:
+async def running(application: Application, options: TelegramOptions) -> AsyncIterator[Application]:
     """The bot at work: initialised, menu registered, processing updates from long polling or,
     in webhook mode, from `webhook_route` after `setWebhook`. Stops cleanly on exit."""
     await application.initialize()
@@ -435,10 +438,10 @@ async def running(application: Application, settings: Settings) -> AsyncIterator
             await application.post_init(application)
         await application.start()
         try:
-            if webhook_mode(settings):
+            if webhook_mode(options):
                 await application.bot.set_webhook(
-                    url=settings.telegram_webhook_url or "",
-                    secret_token=settings.telegram_webhook_secret,
+                    url=options.webhook_url or "",
+                    secret_token=options.webhook_secret,
                     allowed_updates=list(ALLOWED_UPDATES),
                 )
                 log.info("telegram: webhook mode")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.conversation import Flow, Reply, Stale, Turn
+from bot.conversation import Flow, Stale, Turn
 from db.models import Member
 from domain import binding, members, privacy
 from domain.messages import LOCALES
+from domain.outgoing import Reply
 
 NAME = "account"
 CODE_STATE = "account"

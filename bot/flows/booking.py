@@ -25,11 +25,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.conversation import Button, Flow, Reply, Stale, Turn
+from bot.conversation import Flow, Stale, Turn
 from db.models import Booking, Service, Store, Vehicle
 from domain import bookings
 from domain.bookings import BookingLine, Slot
 from domain.errors import BookingUnavailable, DomainError, NotFound
+from domain.locales import localized
+from domain.outgoing import Button, Reply
 from domain.shop import BookingRules
 
 NAME = "booking"
@@ -116,11 +118,11 @@ def _local_hhmm(moment: datetime, store: Store) -> str:
 
 
 def _service_name(turn: Turn, service: Service) -> str:
-    return service.name_en if turn.locale == "en" else service.name_zh
+    return localized(turn.locale, service.name_zh, service.name_en)
 
 
 def _line_service(turn: Turn, line: BookingLine) -> str:
-    return line.service_name_en if turn.locale == "en" else line.service_name_zh
+    return localized(turn.locale, line.service_name_zh, line.service_name_en)
 
 
 async def _chosen(session: AsyncSession, data: dict[str, Any]) -> tuple[Store, Service]:
@@ -371,16 +373,7 @@ def _done_reply(
 
 def _error_reply(turn: Turn, exc: DomainError) -> Reply:
     """The shared refusal text (`chat/error`), without the menu: fresh choices follow it."""
-    return turn.say("error", error={"key": exc.key, **_plain(exc)})
-
-
-def _plain(exc: DomainError) -> dict[str, Any]:
-    """What a message may say about a refusal: plain values only."""
-    return {
-        key: value
-        for key, value in (exc.params or {}).items()
-        if isinstance(value, str | int | float | date) and key != "key"
-    }
+    return turn.say("error", error=exc.template_context())
 
 
 # ---------------------------------------------------------------- the walk, step by step
@@ -654,7 +647,7 @@ async def _refused(
     the member overlaps another booking...)."""
     if exc.reason in _NOT_ABOUT_THE_TIME:
         await turn.clear_state()
-        return [turn.say("error", turn.menu(), error={"key": exc.key, **_plain(exc)})]
+        return [turn.say("error", turn.menu(), error=exc.template_context())]
     async with turn.read() as session:
         days, free = await _free_times(turn, session, store, service, day)
     data.pop("at", None)

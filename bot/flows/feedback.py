@@ -19,11 +19,12 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import intents
-from bot.conversation import Button, Flow, Reply, Stale, Turn
+from bot.conversation import Flow, Stale, Turn
 from domain import binding, feedback
 from domain.errors import NotFound
 from domain.identity import mask_phone
 from domain.messages import DEFAULT_LOCALE
+from domain.outgoing import Button, Reply
 
 NAME = "feedback"
 AWAIT_COMMENT, AWAIT_COMPLAINT = "comment", "complaint"

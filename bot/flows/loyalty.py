@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bot.conversation import Button, Flow, Reply, Stale, Turn
+from bot.conversation import Flow, Stale, Turn
 from db.models import Coupon, PointsEntry, Reward, Service, Tier, Vehicle
 from domain import coupons, maintenance, points, profiles, punchcards, rewards, tiers
+from domain.locales import localized
+from domain.outgoing import Button, Reply
 
 NAME = "loyalty"
 HISTORY_LINES = 10
@@ -22,11 +24,6 @@ CARDS_SHOWN = 10
 CARS_SHOWN = 10
 # `domain.rewards.redeem` writes the reward's code after this in the ledger line's reason.
 _REWARD_REASON = "reward "
-
-
-def localized(locale: str, zh: str, en: str) -> str:
-    """The one of a pair of stored names that fits the member's language."""
-    return en if locale == "en" and en else zh
 
 
 def tier_name(tier: Tier, locale: str) -> str:
@@ -109,7 +106,7 @@ async def tier(turn: Turn, _args: Sequence[str]) -> list[Reply]:
     context = {
         "code": current.code,
         "name": tier_name(current, turn.locale),
-        "privileges": list(current.privileges_en if turn.locale == "en" else current.privileges_zh),
+        "privileges": list(localized(turn.locale, current.privileges_zh, current.privileges_en)),
         "spend_cents": progress.spend_cents,
         "next_name": tier_name(following, turn.locale) if following is not None else None,
         "next_threshold_cents": following.threshold_cents if following is not None else 0,
@@ -180,7 +177,7 @@ def _car_view(car: Vehicle, dues: list[maintenance.Due], locale: str) -> dict[st
         "next_service": None
         if soonest is None
         else {
-            "name": soonest.name_en if locale == "en" else soonest.name_zh,
+            "name": localized(locale, soonest.name_zh, soonest.name_en),
             "due_on": soonest.due_on,
             "by": soonest.by,
         },

@@ -25,11 +25,12 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from bot.conversation import Button, Flow, Reply, Stale, Turn
+from bot.conversation import Flow, Stale, Turn
 from bot.flows.loyalty import coupon_view, reward_name
 from db.models import Coupon, Reward
 from domain import binding, points, rewards
 from domain.errors import InsufficientPoints
+from domain.outgoing import Button, Reply
 
 log = logging.getLogger(__name__)
 
