@@ -23,10 +23,10 @@ earlier row of the same file is matched against it the same way. What an import 
 * visits: new visits are stored with their points and mileage readings; afterwards the affected
   members get the tier upgrades their spend earns (never a downgrade). Points are those
   `domain.visits.record` gives (kind "earn", key `visit:<visit id>`, at the member's tier as it
-  was before the file), computed set-based by `points_sql` and `lot_expiry_sql`, the SQL twins
-  of points.points_for_spend and points.lot_expiry (the tests hold them equal). An existing
-  visit is left as it is and counts as unchanged; a `visit_ref` seen before with another member,
-  day or amount is a bad row. Lots already past their expiry date are written as earned and
+  was before the file), computed set-based by points.points_for_spend_sql and
+  points.lot_expiry_sql, the SQL twins of points.points_for_spend and points.lot_expiry. An
+  existing visit is left as it is and counts as unchanged; a `visit_ref` seen before with another
+  member, day or amount is a bad row. Lots already past their expiry date are written as earned and
   then expired in the same transaction (`points.expire` as of the import day), so balances are
   right at once instead of after the next nightly run.
 
@@ -47,14 +47,12 @@ from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    BigInteger,
     Date,
     Integer,
     String,
     Table,
     and_,
     bindparam,
-    case,
     column,
     func,
     insert,
@@ -94,8 +92,6 @@ __all__ = [
     "ImportResult",
     "RowError",
     "import_file",
-    "lot_expiry_sql",
-    "points_sql",
 ]
 
 ImportKind = Literal["members", "vehicles", "visits"]
@@ -724,32 +720,6 @@ async def _add_readings(session: AsyncSession, readings: list[tuple[int, date, i
 # ---------------------------------------------------------------- visits
 
 
-def points_sql(amount_cents: Any, multiplier_permille: Any, rules: LoyaltyRules) -> Any:
-    """SQL twin of points.points_for_spend: whole yuan × earn rate × multiplier, rounded down.
-
-    The earn rate is an exact fraction p/q, so integer arithmetic (which truncates, i.e. rounds
-    down for these non-negative values) gives exactly the Decimal result. BIGINT because
-    PostgreSQL's INTEGER would overflow on large amounts.
-    """
-    p, q = rules.earn_per_yuan.as_integer_ratio()
-    whole_yuan = cast_(amount_cents, BigInteger) // 100
-    return whole_yuan * p * multiplier_permille // (q * 1000)
-
-
-def lot_expiry_sql(day: Any, rules: LoyaltyRules, dialect: str) -> Any:
-    """SQL twin of points.lot_expiry: `day` plus the expiry months, clamped to the month's end
-    (31 Jan + 1 month = 28/29 Feb) like points.add_months."""
-    months = rules.expiry_months
-    if dialect == "postgresql":
-        return cast_(day + func.make_interval(0, months), Date)
-    # SQLite rolls an overflowing day into the next month (31 Jan + 1 month = 2/3 Mar); then
-    # the day of the month changes, and the answer is the target month's last day instead.
-    shifted = func.date(day, f"+{months} months")
-    month_end = func.date(day, "start of month", f"+{months + 1} months", "-1 day")
-    same_day = func.strftime("%d", shifted) == func.strftime("%d", day)
-    return case((same_day, shifted), else_=month_end)
-
-
 _VISIT_COLUMNS = (
     "visit_ref",
     "member_id",
@@ -953,14 +923,14 @@ class _Visits(_Importer):
         """One lot per new visit with points, keyed and dated like domain.visits.record writes
         it, at the member's tier as it is now (upgrades come after the whole file)."""
         v, m, t = _visit.c, _member.c, Tier.__table__.c
-        earned = points_sql(v.amount_cents, t.multiplier_permille, self.run.rules)
+        earned = points.points_for_spend_sql(v.amount_cents, t.multiplier_permille, self.run.rules)
         lots = (
             select(
                 v.member_id,
                 literal(points.EARN),
                 earned,
                 v.visited_on,
-                lot_expiry_sql(v.visited_on, self.run.rules, self.dialect),
+                points.lot_expiry_sql(v.visited_on, self.run.rules, self.dialect),
                 v.id,
                 literal("visit:") + cast_(v.id, String),
                 literal(ACTOR),

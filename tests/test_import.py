@@ -7,12 +7,11 @@ import random
 import sqlite3
 import tracemalloc
 from datetime import date, timedelta
-from decimal import Decimal
 from pathlib import Path
 
 import phonenumbers
 import pytest
-from sqlalchemy import Date, func, literal, select, update
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from db.models import (
@@ -579,42 +578,6 @@ async def test_memory_does_not_grow_with_the_file(
     small = await heap_peak(visits("small", 3_000))
     large = await heap_peak(visits("large", 12_000))
     assert large < small * 1.5 + 512 * 1024, (small, large)
-
-
-# ---------------------------------------------------------------- the SQL twins of the rules
-
-
-async def test_sql_points_and_expiry_equal_the_python_rules(db: Database) -> None:
-    dialect = db.dialect
-    days = [date(2023, 1, 1) + timedelta(days=n) for n in range(0, 6 * 366)]
-    for months in (1, 24):
-        rules = LoyaltyRules(expiry_months=months)
-        async with db.read() as session:
-            for start in range(0, len(days), 400):
-                batch = days[start : start + 400]
-                row = (
-                    await session.execute(
-                        select(
-                            *[
-                                csvimport.lot_expiry_sql(literal(d, Date), rules, dialect)
-                                for d in batch
-                            ]
-                        )
-                    )
-                ).one()
-                got = [d if isinstance(d, date) else date.fromisoformat(d) for d in row]
-                assert got == [points.lot_expiry(d, rules) for d in batch]
-    amounts = [0, 99, 100, 12_999, 33_300, 10_000_001, 2_000_000_000]
-    for earn in (Decimal(1), Decimal("0.5"), Decimal("1.5"), Decimal("0.333")):
-        rules = LoyaltyRules(earn_per_yuan=earn)
-        cases = [(a, m) for a in amounts for m in (1000, 1200, 1500, 2000, 1333)]
-        async with db.read() as session:
-            row = (
-                await session.execute(
-                    select(*[csvimport.points_sql(literal(a), literal(m), rules) for a, m in cases])
-                )
-            ).one()
-        assert list(row) == [points.points_for_spend(a, rules, m) for a, m in cases]
 
 
 # ---------------------------------------------------------------- the command
