@@ -157,6 +157,19 @@ class Importer(ABC):
         )
         return {ref: (mid, bool(erased)) for ref, mid, erased in await self.session.execute(query)}
 
+    def live_member(self, row: Any, members: dict[str, tuple[int, bool]]) -> int | None:
+        """The id of the row's member, from `member_ids`; None when the row is done with: a bad
+        row if there is no such member, unchanged if the member was erased for privacy."""
+        member = members.get(row.member_ref)
+        if member is None:
+            self.run.bad(row, _missing_member(row.member_ref))
+            return None
+        member_id, erased = member
+        if erased:
+            self.run.result.unchanged += 1
+            return None
+        return member_id
+
     async def executemany(self, statement: Any, params: list[dict[str, Any]]) -> None:
         if params:
             await self.session.execute(statement, params)
@@ -235,5 +248,5 @@ class DriverInsert:
         await connection.exec_driver_sql(self.sql, [self.bound(p) for p in params])
 
 
-def missing_member(ref: str) -> str:
+def _missing_member(ref: str) -> str:
     return f"member_ref {ref!r} is not a member (import the members file first)"

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import MileageReading, Vehicle
 from db.session import upsert_insert
-from domain.csvimport.common import ACTOR, Importer, among, missing_member
+from domain.csvimport.common import ACTOR, Importer, among
 from domain.csvparse import VehicleRow
 
 _vehicle = cast(Table, Vehicle.__table__)
@@ -53,13 +53,8 @@ class VehiclesImporter(Importer):
         changes: list[dict[str, Any]] = []
         readings: list[tuple[int, int]] = []
         for row in rows:
-            owner = owners.get(row.member_ref)
-            if owner is None:
-                run.bad(row, missing_member(row.member_ref))
-                continue
-            owner_id, erased = owner
-            if erased:
-                run.result.unchanged += 1
+            owner_id = self.live_member(row, owners)
+            if owner_id is None:
                 continue
             car = cars.get(row.plate)
             if car is None:

@@ -43,7 +43,7 @@ from db.models import Member, MileageReading, PointsEntry, Service, Tier, Vehicl
 from db.session import upsert_insert
 from db.types import UTCDateTime
 from domain import points, tiers
-from domain.csvimport.common import ACTOR, DriverInsert, Importer, among, memoized, missing_member
+from domain.csvimport.common import ACTOR, DriverInsert, Importer, among, memoized
 from domain.csvparse import VisitRow
 
 _member = cast(Table, Member.__table__)
@@ -119,13 +119,8 @@ class VisitsImporter(Importer):
         by_ref = await self._visits_by_ref([r.visit_ref for r in rows if r.visit_ref])
         pending: list[tuple[VisitRow, int, int | None]] = []
         for row in rows:
-            member = members.get(row.member_ref)
-            if member is None:
-                run.bad(row, missing_member(row.member_ref))
-                continue
-            member_id, erased = member
-            if erased:
-                run.result.unchanged += 1
+            member_id = self.live_member(row, members)
+            if member_id is None:
                 continue
             vehicle_id = None
             if row.plate:
