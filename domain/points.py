@@ -11,6 +11,11 @@ state at any moment can be derived from the entries alone:
 The second line is what makes expiry set-based and exact: expiring at D writes one entry for
 that amount, after which every lot expiring by D is fully consumed. Lots without an expiry date
 sort after every dated lot.
+
+Where a rule is also needed in SQL, for set-based work over many rows (the CSV import earns the
+points of a whole chunk of visits in one INSERT … SELECT), its SQL version stands right after
+the Python original, named for it with `_sql`, and a test holds the two equal
+(tests/test_points.py). Change one, change both.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     BindParameter,
     Date,
     Integer,
@@ -77,8 +83,34 @@ def points_for_spend(amount_cents: int, rules: LoyaltyRules, multiplier_permille
     return int(exact.to_integral_value(rounding=ROUND_FLOOR))
 
 
+def points_for_spend_sql(amount_cents: Any, multiplier_permille: Any, rules: LoyaltyRules) -> Any:
+    """SQL twin of points_for_spend: whole yuan × earn rate × multiplier, rounded down.
+
+    The earn rate is an exact fraction p/q, so integer arithmetic (which truncates, i.e. rounds
+    down for these non-negative values) gives exactly the Decimal result. BIGINT because
+    PostgreSQL's INTEGER would overflow on large amounts.
+    """
+    p, q = rules.earn_per_yuan.as_integer_ratio()
+    whole_yuan = cast(amount_cents, BigInteger) // 100
+    return whole_yuan * p * multiplier_permille // (q * 1000)
+
+
 def lot_expiry(occurred_on: date, rules: LoyaltyRules) -> date:
     return add_months(occurred_on, rules.expiry_months)
+
+
+def lot_expiry_sql(day: Any, rules: LoyaltyRules, dialect: str) -> Any:
+    """SQL twin of lot_expiry: `day` plus the expiry months, clamped to the month's end
+    (31 Jan + 1 month = 28/29 Feb) like add_months."""
+    months = rules.expiry_months
+    if dialect == "postgresql":
+        return cast(day + func.make_interval(0, months), Date)
+    # SQLite rolls an overflowing day into the next month (31 Jan + 1 month = 2/3 Mar); then
+    # the day of the month changes, and the answer is the target month's last day instead.
+    shifted = func.date(day, f"+{months} months")
+    month_end = func.date(day, "start of month", f"+{months + 1} months", "-1 day")
+    same_day = func.strftime("%d", shifted) == func.strftime("%d", day)
+    return case((same_day, shifted), else_=month_end)
 
 
 async def balance(session: AsyncSession, member_id: int) -> int:

@@ -116,7 +116,8 @@ async def upgrade_if_due(session: AsyncSession, member_id: int, as_of: date) -> 
 
 
 def _target_rank_sql(tiers: Sequence[Tier], as_of: date):  # type: ignore[no-untyped-def]
-    """Per member (correlated): the rank of the tier their rolling spend reaches."""
+    """Per member (correlated): the rank of the tier their rolling spend reaches; the SQL twin of
+    tier_for_spend (tests/test_members_visits_tiers.py holds them equal)."""
     spend = _member_spend_sql(window_start(as_of), as_of)
     whens = [(spend >= t.threshold_cents, literal(t.rank)) for t in reversed(tiers)]
     return case(*whens, else_=literal(tiers[0].rank))

@@ -3,12 +3,12 @@ tier, tiers rise at once and fall only at the review."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import select
 
-from db.models import MileageReading, PointsEntry, TierChange, Vehicle
+from db.models import Member, MileageReading, PointsEntry, TierChange, Vehicle, Visit
 from db.session import Database
 from domain import members, points, tiers, visits
 from domain.errors import InvalidInput, NotFound
@@ -126,6 +126,42 @@ async def test_tiers_fall_only_at_review(db: Database) -> None:
         ("standard", "gold", "upgrade"),
         ("gold", "standard", "review"),
     ]
+
+
+async def test_review_sql_gives_the_tier_tier_for_spend_gives(db: Database) -> None:
+    """The review's SQL (`tiers._target_rank_sql`) and its Python original `tier_for_spend` agree
+    on every threshold and one cent either side of it; visits just outside the 12-month window
+    (a day before its first day, a day after `as_of`) count for neither."""
+    as_of = date(2026, 3, 1)
+    first_day = tiers.window_start(as_of)
+    async with db.read() as session:
+        ladder = await tiers.all_tiers(session)
+    assert len(ladder) >= 3
+    spends = sorted({max(0, t.threshold_cents + d) for t in ladder for d in (-1, 0, 1)})
+    spend_of: dict[int, int] = {}
+    async with db.transaction() as session:
+        for n, spend in enumerate(spends):
+            member = await members.create(
+                session, member_ref=f"T{n}", name="t", phone=f"1380013{n:04d}"
+            )
+            assert member.id is not None
+            spend_of[member.id] = spend
+            outside = 10**9  # would reach every tier, if it counted
+            for day, cents in (
+                (first_day, spend // 2),
+                (as_of, spend - spend // 2),
+                (first_day - timedelta(days=1), outside),
+                (as_of + timedelta(days=1), outside),
+            ):
+                session.add(Visit(member_id=member.id, visited_on=day, amount_cents=cents))
+    async with db.transaction() as session:
+        await tiers.review(session, as_of)
+    async with db.read() as session:
+        rows = await session.execute(
+            select(Member.id, Member.tier_code).where(Member.id.in_(spend_of))
+        )
+        got = dict(rows.all())
+    assert got == {mid: tiers.tier_for_spend(ladder, spend).code for mid, spend in spend_of.items()}
 
 
 async def test_two_visits_with_one_odometer_reading_keep_one_reading(db: Database) -> None:

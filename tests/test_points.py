@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, timedelta
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import Date, func, literal, select
 
 from db.models import AuditLog, PointsEntry
 from db.session import Database
@@ -39,6 +40,52 @@ def test_add_months_clamps_to_month_end() -> None:
     assert points.add_months(date(2024, 1, 31), 1) == date(2024, 2, 29)
     assert points.add_months(date(2024, 3, 5), 24) == date(2026, 3, 5)
     assert points.add_months(date(2025, 11, 30), 3) == date(2026, 2, 28)
+
+
+# ---------------------------------------------------------------- the SQL twins of the rules
+
+
+async def test_lot_expiry_sql_equals_lot_expiry(db: Database) -> None:
+    """Every day of six years, with a short and a long expiry: month ends and leap days."""
+    dialect = db.dialect
+    days = [date(2023, 1, 1) + timedelta(days=n) for n in range(0, 6 * 366)]
+    for months in (1, 24):
+        rules = LoyaltyRules(expiry_months=months)
+        async with db.read() as session:
+            for start in range(0, len(days), 400):
+                batch = days[start : start + 400]
+                row = (
+                    await session.execute(
+                        select(
+                            *[
+                                points.lot_expiry_sql(literal(d, Date), rules, dialect)
+                                for d in batch
+                            ]
+                        )
+                    )
+                ).one()
+                got = [d if isinstance(d, date) else date.fromisoformat(d) for d in row]
+                assert got == [points.lot_expiry(d, rules) for d in batch]
+
+
+async def test_points_for_spend_sql_equals_points_for_spend(db: Database) -> None:
+    """Amounts from nothing to 20M yuan, at several earn rates and tier multipliers."""
+    amounts = [0, 99, 100, 12_999, 33_300, 10_000_001, 2_000_000_000]
+    for earn in (Decimal(1), Decimal("0.5"), Decimal("1.5"), Decimal("0.333")):
+        rules = LoyaltyRules(earn_per_yuan=earn)
+        cases = [(a, m) for a in amounts for m in (1000, 1200, 1500, 2000, 1333)]
+        async with db.read() as session:
+            row = (
+                await session.execute(
+                    select(
+                        *[
+                            points.points_for_spend_sql(literal(a), literal(m), rules)
+                            for a, m in cases
+                        ]
+                    )
+                )
+            ).one()
+        assert list(row) == [points.points_for_spend(a, rules, m) for a, m in cases]
 
 
 async def test_earn_redeem_and_summary(db: Database) -> None:

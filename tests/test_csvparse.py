@@ -1,0 +1,114 @@
+"""Reading CSV exports without a database: cells (dates, amounts, phones), encodings, headers
+and the rows of a file, as domain.csvparse (and domain.identity for phones) does it."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+from pathlib import Path
+
+import phonenumbers
+import pytest
+from csvfiles import write
+
+from domain import csvparse
+from domain.errors import InvalidInput
+from domain.identity import normalize_phone
+
+TODAY = date(2026, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2024-03-05", "2024/3/5", "2024年3月5日", "２０２４／３／５", "2024/3/5 0:00", "2024.03.05"],
+)
+def test_dates_in_every_written_form(text: str) -> None:
+    assert csvparse.parse_date(text) == date(2024, 3, 5)
+
+
+@pytest.mark.parametrize("text", ["2024-13-01", "05/03/2024", "2024-02-30", "yesterday", "2024"])
+def test_what_is_not_a_date(text: str) -> None:
+    with pytest.raises(ValueError):
+        csvparse.parse_date(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "cents"),
+    [
+        ("1234.5", 123_450),
+        ("¥1,234.50", 123_450),
+        ("￥88", 8_800),
+        ("RMB 100", 10_000),
+        ("rmb100.00", 10_000),
+        ("CNY100", 10_000),
+        ("100元", 10_000),
+        ("1,000,000", 100_000_000),
+        ("0", 0),
+    ],
+)
+def test_amounts_with_currency_signs_and_separators(text: str, cents: int) -> None:
+    assert csvparse.parse_amount(text) == cents
+
+
+@pytest.mark.parametrize("text", ["-5", "(5.00)", "1,5", "12.345", "abc", "¥", "1,00.00"])
+def test_what_is_not_an_amount(text: str) -> None:
+    with pytest.raises(ValueError):
+        csvparse.parse_amount(text)
+
+
+def _phonenumbers_verdict(text: str) -> str:
+    """What phonenumbers alone makes of a CN phone: its E.164 form, or why it is refused."""
+    try:
+        number = phonenumbers.parse(text, "CN")
+    except phonenumbers.NumberParseException:
+        return "phone is not a phone number"
+    if not phonenumbers.is_valid_number(number):
+        return "phone is not a valid number"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def test_plain_mobile_fast_path_agrees_with_phonenumbers() -> None:
+    """Every 11-digit number starting with 1 (every 4-digit prefix, random tails): the fast
+    path accepts exactly what phonenumbers accepts, gives the same E.164, refuses the rest."""
+    rng = random.Random(7)
+    accepted = refused = 0
+    for prefix in range(1000, 2000):
+        for _ in range(8):
+            text = f"{prefix}{rng.randrange(10**7):07d}"
+            try:
+                verdict = normalize_phone(text)
+            except InvalidInput as exc:
+                verdict = str(exc)
+            assert verdict == _phonenumbers_verdict(text), text
+            accepted += verdict.startswith("+")
+            refused += not verdict.startswith("+")
+    assert accepted > 1000 and refused > 1000
+
+
+def test_gbk_found_even_after_64kb_of_ascii(tmp_path: Path) -> None:
+    lines = ["member_ref,name,phone"] + [f"A{i:05d},x,13812345678" for i in range(5000)]
+    lines.append("Z1,王小明,13812345678")
+    path = write(tmp_path, "late.csv", lines, "gbk")
+    assert path.stat().st_size > 70_000
+    assert csvparse.sniff_encoding(path) == "gb18030"
+    assert csvparse.sniff_encoding(write(tmp_path, "u.csv", lines, "utf-8")) == "utf-8"
+    assert csvparse.sniff_encoding(write(tmp_path, "b.csv", lines, "utf-8-sig")) == "utf-8-sig"
+
+
+def test_headers_in_chinese_with_units_and_spaces() -> None:
+    cells = ["会员编号", "消费日期", "金额（元）", "Visit Ref", "备注"]
+    header = csvparse.read_header("visits", cells)
+    assert header.positions == {"member_ref": 0, "visited_on": 1, "amount": 2, "visit_ref": 3}
+    assert header.ignored == ["备注"]
+    with pytest.raises(csvparse.HeaderError, match="given twice: member_ref"):
+        csvparse.read_header("vehicles", ["member_ref", "会员编号", "plate"])
+
+
+def test_excel_unicode_text_is_utf16_with_tabs(tmp_path: Path) -> None:
+    path = write(tmp_path, "u16.txt", ["会员编号\t姓名\t手机", "C1\t王小明\t13812345678"], "utf-16")
+    with csvparse.open_table(path, "members") as table:
+        rows = list(table.records(csvparse.RowContext(today=TODAY)))
+    assert table.encoding == "utf-16"
+    assert rows == [
+        csvparse.MemberRow(2, "C1", "王小明", "+8613812345678", None, None, (), None, None, None)
+    ]
