@@ -1,8 +1,9 @@
 """Reading a shop's CSV exports: encodings, headers and the cells people actually write.
 
-Everything here is pure (no database): it turns a file into typed rows or `BadRow` reasons, one
-record at a time, so a file of any size is read in constant memory. `domain.csvimport` decides
-what the rows mean against the database.
+Everything here is pure (no database): it turns a file into typed rows or `BadRow` reasons,
+one record at a time, so a file of any size is read in constant memory; the cells themselves
+are read by `domain.csvcells`. `domain.csvimport` decides what the rows mean against the
+database.
 
 Personal data (phones, plates, birthdays) is never echoed back in a reason: reasons are printed
 and may end up in logs.
@@ -14,7 +15,6 @@ import codecs
 import csv
 import io
 import re
-import unicodedata
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,8 +25,22 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from domain.errors import InvalidInput
-from domain.identity import normalize_phone, normalize_plate
+from domain.csvcells import (
+    MAX_LENGTH,
+    nfkc,
+    parse_amount,
+    parse_bool,
+    parse_count,
+    parse_date,
+    parse_km,
+    parse_locale,
+    parse_phone,
+    parse_plate,
+    parse_tags,
+    parse_text,
+    parse_vin,
+    split_list,
+)
 
 Kind = Literal["members", "vehicles", "visits"]
 KINDS: tuple[Kind, ...] = ("members", "vehicles", "visits")
@@ -81,30 +95,7 @@ ALIASES: dict[str, str] = {
     **dict.fromkeys(("满意度",), "satisfaction"),
 }
 
-MAX_LENGTH = {
-    "member_ref": 64,
-    "name": 120,
-    "visit_ref": 64,
-    "make": 60,
-    "model": 60,
-    "tag": 40,
-    "store": 32,
-}
-
-DATE_FORMATS = "2024-03-05, 2024/3/5 or 2024年3月5日"
-_DATE = re.compile(
-    r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?"
-    r"(?:[ T]+\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$"
-)
-_CURRENCY = re.compile(r"^(?:¥|rmb|cny)\s*|\s*(?:元|rmb|cny)$", re.IGNORECASE)
-_PLAIN_NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
-_GROUPED_NUMBER = re.compile(r"^\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
-_KM_SUFFIX = re.compile(r"\s*(?:km|公里)$", re.IGNORECASE)
-_LIST_SEPARATORS = re.compile(r"[;|,、]")
 _HEADER_UNIT = re.compile(r"\s*\([^)]*\)$")  # 金额(元), mileage (km): NFKC made the brackets ASCII
-_VIN = re.compile(r"^[A-Z0-9]{1,17}$")
-_TRUE = frozenset(("1", "y", "yes", "true", "是", "同意"))
-_FALSE = frozenset(("0", "n", "no", "false", "否", "不同意"))
 
 T = TypeVar("T")
 
@@ -121,132 +112,6 @@ class RowError:
 
 class HeaderError(Exception):
     """The header line is unusable; nothing of the file can be read."""
-
-
-# ---------------------------------------------------------------- cells
-
-
-def _nfkc(text: str) -> str:
-    """Full-width digits, letters and punctuation (what Chinese input methods type) folded."""
-    return unicodedata.normalize("NFKC", text).strip()
-
-
-@lru_cache(maxsize=8192)
-def parse_date(text: str) -> date:
-    """A calendar day in any of the forms Excel and Chinese POS systems write."""
-    match = _DATE.match(_nfkc(text))
-    if not match:
-        raise ValueError(f"is not a date (use {DATE_FORMATS})")
-    try:
-        return date(int(match[1]), int(match[2]), int(match[3]))
-    except ValueError:
-        raise ValueError("is not a calendar day") from None
-
-
-def _plain_number(text: str, what: str) -> str:
-    """Digits with an optional decimal part; thousands separators only where they group by 3."""
-    cleaned = text.replace(" ", "")
-    if cleaned.startswith("-") or (cleaned.startswith("(") and cleaned.endswith(")")):
-        raise ValueError("is negative")
-    if _GROUPED_NUMBER.match(cleaned):
-        return cleaned.replace(",", "")
-    if _PLAIN_NUMBER.match(cleaned):
-        return cleaned
-    raise ValueError(f"is not {what}")
-
-
-@lru_cache(maxsize=8192)
-def parse_amount(text: str) -> int:
-    """Cents of a payment written as 1234.5, ¥1,234.50, ￥88, RMB 100, CNY100 or 100元."""
-    cleaned = _CURRENCY.sub("", _nfkc(text))
-    number = _plain_number(cleaned, "an amount of money")
-    whole, _, fraction = number.partition(".")
-    if len(fraction) > 2:
-        raise ValueError("has more than 2 decimals")
-    return int(whole) * 100 + int(fraction.ljust(2, "0"))
-
-
-def parse_count(text: str, what: str = "a whole number") -> int:
-    """A non-negative integer such as 12,345; a trailing .0 from a spreadsheet is accepted."""
-    number = _plain_number(_nfkc(text), what)
-    whole, _, fraction = number.partition(".")
-    if fraction.strip("0"):
-        raise ValueError(f"is not {what}")
-    return int(whole)
-
-
-def parse_km(text: str) -> int:
-    return parse_count(_KM_SUFFIX.sub("", _nfkc(text)), "a distance in km")
-
-
-def parse_bool(text: str) -> bool:
-    value = _nfkc(text).lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ValueError("is not yes or no (use yes/no, 1/0, true/false or 是/否)")
-
-
-def parse_locale(text: str) -> str:
-    """zh_CN or en, from the many ways a language gets written (zh-CN, zh, zh_Hans, en-US…)."""
-    value = _nfkc(text).lower().replace("-", "_")
-    if value in ("zh", "cn", "中文", "简体中文") or value.startswith("zh_"):
-        return "zh_CN"
-    if value in ("en", "english", "英文", "英语") or value.startswith("en_"):
-        return "en"
-    raise ValueError("is not a supported language (use zh_CN or en)")
-
-
-def split_list(text: str) -> list[str]:
-    """Items of a cell separated by ; | , 、 (full-width forms too), trimmed, first seen kept."""
-    seen: dict[str, None] = {}
-    for item in _LIST_SEPARATORS.split(_nfkc(text)):
-        item = item.strip()
-        if item:
-            seen.setdefault(item, None)
-    return list(seen)
-
-
-@lru_cache(maxsize=8192)
-def parse_tags(text: str) -> tuple[str, ...]:
-    """Remembered, like the other cells that repeat across a file (tags, services, scores)."""
-    tags = split_list(text)
-    for tag in tags:
-        if len(tag) > MAX_LENGTH["tag"]:
-            raise ValueError(f"a tag is longer than {MAX_LENGTH['tag']} characters")
-    return tuple(tags)
-
-
-def parse_vin(text: str) -> str:
-    value = _nfkc(text).upper().replace(" ", "").replace("-", "")
-    if not _VIN.match(value):
-        raise ValueError("is not a VIN (up to 17 letters and digits)")
-    return value
-
-
-def parse_text(limit: int) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip()
-        if len(value) > limit:
-            raise ValueError(f"is longer than {limit} characters")
-        return value
-
-    return parse
-
-
-def parse_phone(text: str, region: str = "CN") -> str:
-    try:
-        return normalize_phone(text, region)
-    except InvalidInput as exc:
-        raise ValueError(str(exc).removeprefix("phone ")) from None
-
-
-def parse_plate(text: str) -> str:
-    try:
-        return normalize_plate(text)
-    except InvalidInput:
-        raise ValueError("is not a licence plate") from None
 
 
 # ---------------------------------------------------------------- rows
@@ -486,7 +351,7 @@ def sniff_encoding(path: Path) -> str:
 
 def _normalize_header(name: str) -> str:
     """Our column name for a header cell: 'Member Ref', '会员编号', '金额(元)' → member_ref…"""
-    cleaned = _nfkc(name.replace("\ufeff", "")).lower()
+    cleaned = nfkc(name.replace("\ufeff", "")).lower()
     cleaned = _HEADER_UNIT.sub("", cleaned).strip()
     cleaned = re.sub(r"[\s\-]+", "_", cleaned)
     return ALIASES.get(cleaned, cleaned)

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import Coupon, Member, PointsEntry, Reward, Service
 from db.session import Database
 from domain import coupons, points, punchcards, rewards, wallet
-from domain.csvparse import parse_amount
+from domain.csvcells import parse_amount
 from domain.shop import LoyaltyRules
 from memberbot.demo.generator import MEMBER_PREFIX, DemoData, Persona
 

@@ -16,7 +16,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from domain.csvparse import KINDS, Kind, parse_amount
+from domain.csvcells import parse_amount
+from domain.csvparse import KINDS, Kind
 from domain.identity import normalize_plate
 from domain.points import add_months
 from domain.shop import WEEKDAYS, ShopConfig, StoreConfig, to_cents
