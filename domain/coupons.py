@@ -330,6 +330,16 @@ async def redeem(
     return Redemption(coupon=coupon, discount_cents=discount)
 
 
+async def valid_with_rewards(
+    session: AsyncSession, member_id: int, today: date
+) -> list[tuple[Coupon, Reward | None]]:
+    """The member's coupons usable today, soonest to lapse first, each with the reward it was
+    bought as (None for a coupon that was given, not bought)."""
+    valid = await valid_for_member(session, member_id, today)
+    by_id = await rewards_for(session, valid)
+    return [(c, by_id.get(c.reward_id) if c.reward_id else None) for c in valid]
+
+
 async def rewards_for(session: AsyncSession, coupons: list[Coupon]) -> dict[int, Reward]:
     """The rewards these coupons were bought as, by reward id: what each coupon is for."""
     ids = {c.reward_id for c in coupons if c.reward_id is not None}

@@ -47,6 +47,23 @@ class VisitToRate:
 
 
 @dataclass(frozen=True)
+class Rating:
+    """A member's answer about a visit; `again` when the visit was rated before this tap (the
+    first answer stands)."""
+
+    response: SurveyResponse
+    again: bool
+
+
+@dataclass(frozen=True)
+class Filed:
+    """A complaint just filed and the staff to alert about it (Telegram user ids)."""
+
+    complaint: Complaint
+    recipients: list[int]
+
+
+@dataclass(frozen=True)
 class OpenComplaint:
     """A complaint waiting for an answer, with what staff need to place the member. `phone` is
     in clear: views mask it."""
@@ -212,6 +229,24 @@ async def answer_survey(
     return response
 
 
+async def rate_visit(
+    session: AsyncSession, member_id: int, visit_id: int, score: int, channel: str, now: datetime
+) -> Rating:
+    """A tapped score about one of the member's visits, without a comment (`answer_survey`),
+    and whether the visit had been rated before it."""
+    before = await find_response(session, member_id, visit_id)
+    response = await answer_survey(
+        session,
+        member_id,
+        visit_id=visit_id,
+        score=score,
+        comment=None,
+        channel=channel,
+        now=now,
+    )
+    return Rating(response, again=before is not None)
+
+
 async def add_comment(
     session: AsyncSession, member_id: int, response_id: int, comment: str
 ) -> SurveyResponse:
@@ -374,3 +409,11 @@ async def complaint_recipients(session: AsyncSession, member_id: int) -> list[in
         .order_by(Staff.id)
     )
     return [int(user_id) for user_id in rows.all()]
+
+
+async def complain(
+    session: AsyncSession, member_id: int, body: str, channel: str, now: datetime
+) -> Filed:
+    """File the member's complaint (`file_complaint`) and name who should hear of it."""
+    complaint = await file_complaint(session, member_id, body, channel, now)
+    return Filed(complaint, await complaint_recipients(session, member_id))

@@ -115,3 +115,12 @@ async def next_due(session: AsyncSession, member_id: int) -> dict[int, list[Due]
     for dues in found.values():
         dues.sort(key=lambda due: (due.due_on, due.service_code))
     return found
+
+
+async def cars_due(session: AsyncSession, member_id: int) -> list[tuple[Vehicle, list[Due]]]:
+    """The member's cars, oldest on file first, each with `next_due`'s services for it."""
+    cars = await session.scalars(
+        select(Vehicle).where(Vehicle.member_id == member_id).order_by(Vehicle.id)
+    )
+    dues = await next_due(session, member_id)
+    return [(car, dues.get(int(car.id or 0), [])) for car in cars.all()]

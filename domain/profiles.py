@@ -46,14 +46,6 @@ async def _services(session: AsyncSession, codes: set[str]) -> dict[str, Service
     return {service.code: service for service in rows.all()}
 
 
-async def _coupons_with_rewards(
-    session: AsyncSession, member_id: int, today: date
-) -> list[tuple[Coupon, Reward | None]]:
-    valid = await coupons.valid_for_member(session, member_id, today)
-    by_id = await coupons.rewards_for(session, valid)
-    return [(c, by_id.get(c.reward_id) if c.reward_id else None) for c in valid]
-
-
 async def profile(
     session: AsyncSession, member: Member, today: date, rules: LoyaltyRules, visits: int = 10
 ) -> MemberProfile:
@@ -84,6 +76,6 @@ async def profile(
         visit_count=int(count or 0),
         stored_value_cents=await wallet.balance(session, member.id),
         punch_cards=[(c, services.get(c.card.service_code)) for c in cards],
-        coupons=await _coupons_with_rewards(session, member.id, today),
+        coupons=await coupons.valid_with_rewards(session, member.id, today),
         score=await session.get(MemberScore, member.id),
     )

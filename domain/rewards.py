@@ -1,21 +1,67 @@
 """The rewards catalogue: what points buy. Redeeming debits the points and issues the reward's
 coupon in the caller's one transaction, so a member never pays without getting the coupon, and
-the client's key makes a retried redemption return the same coupon without charging again."""
+the client's key makes a retried redemption return the same coupon without charging again.
+
+A redemption's ledger line names the reward it bought in its reason (`reward <code>`), written
+and read back only here: a member's statement shows each redemption by the reward's name."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Coupon, Reward
+from db.models import Coupon, PointsEntry, Reward
 from domain import audit, coupons, ledger, points
 from domain.errors import InvalidInput, RewardUnavailable
 
 SOURCE = "reward"
 _KEY_PREFIX = "reward:"
 _KEY_ROOM = 96 - len(_KEY_PREFIX)
+_REASON_PREFIX = "reward "
+
+
+@dataclass(frozen=True)
+class Shelf:
+    """The active rewards, cheapest first, and the member's balance to buy them with."""
+
+    rewards: list[Reward]
+    balance: int
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One active reward and the member's balance: enough to buy it, or short by how much."""
+
+    reward: Reward
+    balance: int
+
+
+@dataclass(frozen=True)
+class Purchase:
+    """A redeemed reward, its coupon and the balance left."""
+
+    reward: Reward
+    coupon: Coupon
+    balance: int
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    """A ledger line; `reward` is what a redemption bought, while that reward is offered."""
+
+    entry: PointsEntry
+    reward: Reward | None
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A member's latest ledger lines, newest first, and their balance."""
+
+    lines: list[StatementLine]
+    balance: int
 
 
 async def catalogue(session: AsyncSession) -> list[Reward]:
@@ -24,6 +70,32 @@ async def catalogue(session: AsyncSession) -> list[Reward]:
         select(Reward).where(Reward.active.is_(True)).order_by(Reward.points_cost, Reward.code)
     )
     return list(result.all())
+
+
+async def shelf(session: AsyncSession, member_id: int) -> Shelf:
+    """What the member could buy, with what they hold."""
+    return Shelf(await catalogue(session), await points.balance(session, member_id))
+
+
+async def offer(session: AsyncSession, member_id: int, reward_code: str) -> Offer:
+    """One reward the member is looking at; `RewardUnavailable` unless it is offered."""
+    reward = await _active_reward(session, reward_code)
+    return Offer(reward, await points.balance(session, member_id))
+
+
+async def statement(session: AsyncSession, member_id: int, limit: int) -> Statement:
+    """The member's latest `limit` ledger lines, each redemption with its reward."""
+    entries = await points.history(session, member_id, limit=limit)
+    balance = await points.balance(session, member_id)
+    offered = {reward.code: reward for reward in await catalogue(session)} if entries else {}
+    return Statement([StatementLine(entry, _bought(entry, offered)) for entry in entries], balance)
+
+
+def _bought(entry: PointsEntry, offered: dict[str, Reward]) -> Reward | None:
+    reason = entry.reason or ""
+    if entry.kind != points.REDEEM or not reason.startswith(_REASON_PREFIX):
+        return None
+    return offered.get(reason.removeprefix(_REASON_PREFIX))
 
 
 def valid_until(reward: Reward, today: date) -> date:
@@ -76,7 +148,7 @@ async def redeem(
         today,
         kind=points.REDEEM,
         key=ledger_key,
-        reason=f"reward {reward.code}",
+        reason=f"{_REASON_PREFIX}{reward.code}",
         actor=actor,
     )
     coupon = await coupons.issue(
@@ -108,3 +180,18 @@ async def redeem(
         },
     )
     return coupon
+
+
+async def buy(
+    session: AsyncSession,
+    member_id: int,
+    reward_code: str,
+    *,
+    today: date,
+    key: str,
+    actor: str,
+) -> Purchase:
+    """`redeem`, answered with the reward bought and the balance left: what a member is shown."""
+    coupon = await redeem(session, member_id, reward_code, today=today, key=key, actor=actor)
+    reward = await _active_reward(session, reward_code)
+    return Purchase(reward, coupon, await points.balance(session, member_id))

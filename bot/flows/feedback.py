@@ -77,19 +77,12 @@ async def score(turn: Turn, args: Sequence[str]) -> list[Reply]:
     visit_id, value = _score_args(args)
     try:
         async with turn.write() as session:
-            before = await feedback.find_response(session, turn.member_id, visit_id)
-            response = await feedback.answer_survey(
-                session,
-                turn.member_id,
-                visit_id=visit_id,
-                score=value,
-                comment=None,
-                channel=turn.event.channel,
-                now=turn.now,
+            rating = await feedback.rate_visit(
+                session, turn.member_id, visit_id, value, turn.event.channel, turn.now
             )
     except NotFound as exc:
         raise Stale("not this member's visit") from exc
-    already = before is not None
+    response, already = rating.response, rating.again
     if already and response.comment is not None:
         return [turn.say("feedback_already", turn.menu(), score=response.score)]
     await turn.save_state(NAME, {"await": AWAIT_COMMENT, "response_id": response.id})
@@ -152,14 +145,12 @@ async def _comment(turn: Turn, text: str) -> list[Reply]:
 async def _file(turn: Turn, text: str) -> list[Reply]:
     """File the complaint and end the wait in one unit of work, so a retry cannot file twice."""
     async with turn.write() as session:
-        filed = await feedback.file_complaint(
-            session, turn.member_id, text, turn.event.channel, turn.now
-        )
+        filed = await feedback.complain(session, turn.member_id, text, turn.event.channel, turn.now)
         await _stop_waiting(turn, session)
-        recipients = await feedback.complaint_recipients(session, turn.member_id)
     turn.state = None
-    await _alert_staff(turn, recipients, filed.id, text)
-    return [turn.say("feedback_complaint_filed", turn.menu(), complaint={"id": filed.id})]
+    complaint_id = filed.complaint.id
+    await _alert_staff(turn, filed.recipients, complaint_id, text)
+    return [turn.say("feedback_complaint_filed", turn.menu(), complaint={"id": complaint_id})]
 
 
 async def _alert_staff(

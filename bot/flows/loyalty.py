@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.conversation import Flow, Stale, Turn
-from db.models import Coupon, PointsEntry, Reward, Service, Tier, Vehicle
+from db.models import Coupon, Reward, Service, Tier, Vehicle
 from domain import coupons, maintenance, points, profiles, punchcards, rewards, tiers
 from domain.locales import localized
 from domain.outgoing import Button, Reply
@@ -22,8 +22,6 @@ HISTORY_LINES = 10
 COUPONS_SHOWN = 10
 CARDS_SHOWN = 10
 CARS_SHOWN = 10
-# `domain.rewards.redeem` writes the reward's code after this in the ledger line's reason.
-_REWARD_REASON = "reward "
 
 
 def tier_name(tier: Tier, locale: str) -> str:
@@ -76,27 +74,19 @@ async def points_(turn: Turn, _args: Sequence[str]) -> list[Reply]:
     return [turn.say("loyalty_points", buttons, points=context)]
 
 
-def _history_line(
-    entry: PointsEntry, rewards_by_code: dict[str, Reward], locale: str
-) -> dict[str, Any]:
+def _history_line(line: rewards.StatementLine, locale: str) -> dict[str, Any]:
     """One ledger line in words: the kind says why; a redemption also names its reward."""
-    what = ""
-    reason = entry.reason or ""
-    if entry.kind == points.REDEEM and reason.startswith(_REWARD_REASON):
-        reward = rewards_by_code.get(reason.removeprefix(_REWARD_REASON))
-        what = reward_name(reward, locale) if reward is not None else ""
+    entry, reward = line.entry, line.reward
+    what = reward_name(reward, locale) if reward is not None else ""
     return {"on": entry.occurred_on, "points": entry.points, "kind": entry.kind, "what": what}
 
 
 async def history(turn: Turn, _args: Sequence[str]) -> list[Reply]:
     async with turn.read() as session:
-        entries = await points.history(session, turn.member_id, limit=HISTORY_LINES)
-        balance = await points.balance(session, turn.member_id)
-        catalogue = await rewards.catalogue(session) if entries else []
-    by_code = {reward.code: reward for reward in catalogue}
-    lines = [_history_line(entry, by_code, turn.locale) for entry in entries]
+        statement = await rewards.statement(session, turn.member_id, limit=HISTORY_LINES)
+    lines = [_history_line(line, turn.locale) for line in statement.lines]
     buttons = _nav(turn, "points", "rewards")
-    return [turn.say("loyalty_history", buttons, lines=lines, balance=balance)]
+    return [turn.say("loyalty_history", buttons, lines=lines, balance=statement.balance)]
 
 
 async def tier(turn: Turn, _args: Sequence[str]) -> list[Reply]:
@@ -117,12 +107,8 @@ async def tier(turn: Turn, _args: Sequence[str]) -> list[Reply]:
 
 async def coupons_(turn: Turn, _args: Sequence[str]) -> list[Reply]:
     async with turn.read() as session:
-        valid = await coupons.valid_for_member(session, turn.member_id, turn.today())
-        by_id = await coupons.rewards_for(session, valid[:COUPONS_SHOWN])
-    shown = [
-        coupon_view(c, by_id.get(c.reward_id) if c.reward_id else None, turn.locale)
-        for c in valid[:COUPONS_SHOWN]
-    ]
+        valid = await coupons.valid_with_rewards(session, turn.member_id, turn.today())
+    shown = [coupon_view(c, reward, turn.locale) for c, reward in valid[:COUPONS_SHOWN]]
     if not shown:
         buttons = [[Button(turn.label("loyalty.to_rewards"), "go:rewards")], [turn.button("menu")]]
         return [turn.say("loyalty_coupons_none", buttons)]
@@ -185,19 +171,15 @@ def _car_view(car: Vehicle, dues: list[maintenance.Due], locale: str) -> dict[st
 
 
 async def cars(turn: Turn, _args: Sequence[str]) -> list[Reply]:
-    profile = await _profile(turn)
     async with turn.read() as session:
-        dues = await maintenance.next_due(session, turn.member_id)
-    shown = [
-        _car_view(car, dues.get(int(car.id or 0), []), turn.locale)
-        for car in profile.vehicles[:CARS_SHOWN]
-    ]
+        found = await maintenance.cars_due(session, turn.member_id)
+    shown = [_car_view(car, dues, turn.locale) for car, dues in found[:CARS_SHOWN]]
     return [
         turn.say(
             "loyalty_cars",
             _nav(turn, "book", "bookings"),
             cars=shown,
-            more=max(0, len(profile.vehicles) - len(shown)),
+            more=max(0, len(found) - len(shown)),
         )
     ]
 

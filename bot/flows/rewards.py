@@ -25,11 +25,13 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.conversation import Flow, Stale, Turn
 from bot.flows.loyalty import coupon_view, reward_name
-from db.models import Coupon, Reward
-from domain import binding, points, rewards
-from domain.errors import InsufficientPoints
+from db.models import Reward
+from domain import binding, rewards
+from domain.errors import InsufficientPoints, RewardUnavailable
 from domain.outgoing import Button, Reply
 
 log = logging.getLogger(__name__)
@@ -67,22 +69,16 @@ def _reward_view(reward: Reward, balance: int, locale: str) -> dict[str, Any]:
     }
 
 
-async def _catalogue_and_balance(turn: Turn) -> tuple[list[Reward], int]:
-    async with turn.read() as session:
-        return (
-            await rewards.catalogue(session),
-            await points.balance(session, turn.member_id),
-        )
-
-
 def _to_catalogue(turn: Turn) -> list[list[Button]]:
     return [[Button(turn.label("rewards.catalogue"), "go:rewards"), turn.button("menu")]]
 
 
 async def catalogue(turn: Turn, _args: Sequence[str]) -> list[Reply]:
     """Every active reward with its cost, the affordable ones marked, one button each."""
-    found, balance = await _catalogue_and_balance(turn)
-    shown = [_reward_view(reward, balance, turn.locale) for reward in found]
+    async with turn.read() as session:
+        shelf = await rewards.shelf(session, turn.member_id)
+    balance = shelf.balance
+    shown = [_reward_view(reward, balance, turn.locale) for reward in shelf.rewards]
     buttons: list[list[Button]] = []
     for view in shown:
         if not _fits_button(view["code"]):
@@ -98,13 +94,13 @@ async def pick(turn: Turn, args: Sequence[str]) -> list[Reply]:
     """Ask to confirm one reward, or say plainly why it cannot be had; writes only the state."""
     if len(args) != 1 or not _fits_button(args[0]):
         raise Stale("pick takes one reward code")
-    found, balance = await _catalogue_and_balance(turn)
-    reward = next((r for r in found if r.code == args[0]), None)
-    if reward is None:
-        return [turn.say("rewards_unavailable", _to_catalogue(turn))]
+    offer = await _offer(turn, args[0])
+    if offer is None:
+        return [_unavailable(turn)]
+    reward, balance = offer.reward, offer.balance
     view = _reward_view(reward, balance, turn.locale)
     if not view["affordable"]:
-        return [turn.say("rewards_short", _to_catalogue(turn), reward=view, balance=balance)]
+        return [_short(turn, offer)]
     nonce = secrets.token_hex(NONCE_BYTES)
     await turn.save_state(NAME, {"reward": reward.code, "nonce": nonce, "done": False})
     buttons = [
@@ -120,39 +116,49 @@ async def confirm(turn: Turn, args: Sequence[str]) -> list[Reply]:
     if len(args) != 2 or not _fits_button(args[0]) or not _NONCE.fullmatch(args[1]):
         raise Stale("confirm takes a reward code and a nonce")
     code, nonce = args
-    event = turn.event
-    key = redemption_key(event.channel, event.address, code, nonce)
+    key = redemption_key(turn.event.channel, turn.event.address, code, nonce)
     try:
         async with turn.write() as session:
-            state = await binding.load_state(session, event.channel, event.address, turn.now)
-            if state is None or state.flow != NAME or state.data.get("reward") != code:
-                raise Stale("no pick of this reward waiting")
-            if state.data.get("nonce") != nonce:
-                raise Stale("an older or forged confirmation")
-            done_before = bool(state.data.get("done"))
-            reward = next((r for r in await rewards.catalogue(session) if r.code == code), None)
-            if reward is None:  # withdrawn since the pick; nothing is written
-                return [turn.say("rewards_unavailable", _to_catalogue(turn))]
-            coupon = await rewards.redeem(
+            again = await _waiting(turn, session, code, nonce)
+            bought = await rewards.buy(
                 session, turn.member_id, code, today=turn.today(), key=key, actor=turn.actor
             )
-            balance = await points.balance(session, turn.member_id)
-            if not done_before:
-                await binding.save_state(
-                    session,
-                    event.channel,
-                    event.address,
-                    NAME,
-                    {"reward": code, "nonce": nonce, "done": True},
-                    turn.now,
-                    turn.chat.state_ttl_minutes,
-                )
+            if not again:
+                await _mark_done(turn, session, code, nonce)
+    except RewardUnavailable:  # withdrawn since the pick; nothing is written
+        return [_unavailable(turn)]
     except InsufficientPoints:
         return await _short_now(turn, code)
-    return [_redeemed(turn, reward, coupon, balance, again=done_before)]
+    return [_redeemed(turn, bought, again=again)]
 
 
-def _redeemed(turn: Turn, reward: Reward, coupon: Coupon, balance: int, *, again: bool) -> Reply:
+async def _waiting(turn: Turn, session: AsyncSession, code: str, nonce: str) -> bool:
+    """Check that this confirmation is the one the chat waits for (`Stale` otherwise); True
+    when it was confirmed before (a repeated tap)."""
+    event = turn.event
+    state = await binding.load_state(session, event.channel, event.address, turn.now)
+    if state is None or state.flow != NAME or state.data.get("reward") != code:
+        raise Stale("no pick of this reward waiting")
+    if state.data.get("nonce") != nonce:
+        raise Stale("an older or forged confirmation")
+    return bool(state.data.get("done"))
+
+
+async def _mark_done(turn: Turn, session: AsyncSession, code: str, nonce: str) -> None:
+    event = turn.event
+    await binding.save_state(
+        session,
+        event.channel,
+        event.address,
+        NAME,
+        {"reward": code, "nonce": nonce, "done": True},
+        turn.now,
+        turn.chat.state_ttl_minutes,
+    )
+
+
+def _redeemed(turn: Turn, bought: rewards.Purchase, *, again: bool) -> Reply:
+    reward = bought.reward
     buttons = [
         [Button(turn.label("rewards.my_coupons"), "go:coupons"), turn.button("menu")],
     ]
@@ -161,8 +167,8 @@ def _redeemed(turn: Turn, reward: Reward, coupon: Coupon, balance: int, *, again
         buttons,
         again=again,
         reward={"name": reward_name(reward, turn.locale), "cost": reward.points_cost},
-        coupon=coupon_view(coupon, reward, turn.locale),
-        balance=balance,
+        coupon=coupon_view(bought.coupon, reward, turn.locale),
+        balance=bought.balance,
     )
 
 
@@ -170,12 +176,27 @@ async def _short_now(turn: Turn, code: str) -> list[Reply]:
     """The balance fell between pick and confirm (a counter redemption, expiry): say by how
     much, as the pick would have."""
     await turn.clear_state()
-    found, balance = await _catalogue_and_balance(turn)
-    reward = next((r for r in found if r.code == code), None)
-    if reward is None:
-        return [turn.say("rewards_unavailable", _to_catalogue(turn))]
-    view = _reward_view(reward, balance, turn.locale)
-    return [turn.say("rewards_short", _to_catalogue(turn), reward=view, balance=balance)]
+    offer = await _offer(turn, code)
+    return [_unavailable(turn) if offer is None else _short(turn, offer)]
+
+
+async def _offer(turn: Turn, code: str) -> rewards.Offer | None:
+    """The reward as it is offered now, with the member's balance; None once withdrawn."""
+    try:
+        async with turn.read() as session:
+            return await rewards.offer(session, turn.member_id, code)
+    except RewardUnavailable:
+        return None
+
+
+def _unavailable(turn: Turn) -> Reply:
+    return turn.say("rewards_unavailable", _to_catalogue(turn))
+
+
+def _short(turn: Turn, offer: rewards.Offer) -> Reply:
+    """Too few points for the reward: by how much."""
+    view = _reward_view(offer.reward, offer.balance, turn.locale)
+    return turn.say("rewards_short", _to_catalogue(turn), reward=view, balance=offer.balance)
 
 
 FLOW = Flow(
