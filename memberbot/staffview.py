@@ -2,6 +2,10 @@
 
 Formatting and masking happen here, not in the domain: the clerk sees a masked phone and the
 plates of the cars in front of them, where another channel may show less.
+
+`memberbot member show` draws it and so does the demo's summary (`memberbot.demo.render`), which
+is why it lives beside `cli/` rather than in `cli/member.py`: the demo package must not import
+the CLI that mounts it.
 """
 
 from __future__ import annotations

@@ -25,7 +25,8 @@ from db.session import Database
 from domain import churn, privacy, scores
 from domain.btyd import fit_bgnbd, fit_pareto_nbd
 from domain.churn import ChurnConfig, History
-from memberbot.segmentsview import COLUMNS, segments_app
+from memberbot.cli.segments import COLUMNS
+from memberbot.cli.segments import app as segments_app
 from memberbot.settings import get_settings
 
 AS_OF = date(2026, 3, 31)

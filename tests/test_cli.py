@@ -3,6 +3,7 @@ expiry and the tier review, and clear exits for what the user can fix."""
 
 from __future__ import annotations
 
+import ast
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import memberbot.cli
 from memberbot.cli import app
 from memberbot.settings import get_settings
 
@@ -130,3 +132,32 @@ def test_staff_accounts(shop: CliRunner) -> None:
     lines = [line for line in listed.output.splitlines() if "王经理" in line or "小李" in line]
     assert "chain-wide" in lines[0] and "yes" in lines[0]
     assert "main" in lines[1] and "no" in lines[1]
+
+
+def imported(path: Path) -> set[str]:
+    """Every module (and `from` module's name) a file imports, wherever the import stands."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_command_modules_reach_the_package_only_through_common() -> None:
+    """No back-imports: a command module takes the consoles and the runner from `common`, and
+    `common` imports no command module, so nothing imports the package that mounts it."""
+    package = Path(memberbot.cli.__file__).parent
+    modules = sorted(path for path in package.glob("*.py") if path.name != "__init__.py")
+    assert len(modules) > 10
+    for path in modules:
+        allowed = "memberbot.cli.common" if path.name != "common.py" else None
+        reached = {
+            name
+            for name in imported(path)
+            if (name == "memberbot.cli" or name.startswith("memberbot.cli."))
+            and not (allowed and (name == allowed or name.startswith(allowed + ".")))
+        }
+        assert not reached, f"{path.name} imports {sorted(reached)}"

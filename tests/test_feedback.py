@@ -23,7 +23,7 @@ from db.session import Database
 from domain import feedback, members, privacy, staff, visits
 from domain.errors import InvalidInput, NotFound
 from domain.shop import LoyaltyRules, load_shop_config
-from memberbot.feedbackview import complaints_app
+from memberbot.cli.complaints import app as complaints_app
 from memberbot.runtime import prepare
 from memberbot.settings import get_settings
 

@@ -26,7 +26,7 @@ from domain import members
 from domain.outgoing import Sender
 from domain.shop import ShopConfig
 from memberbot import app
-from memberbot.outboxview import outbox_app
+from memberbot.cli.outbox import app as outbox_app
 from memberbot.runtime import Runtime
 from memberbot.settings import Settings
 from scheduler import jobs, outbox

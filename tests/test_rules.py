@@ -33,7 +33,7 @@ from domain import bookings, csvimport, points, segments, visits
 from domain.errors import ConfigError
 from domain.messages import Renderer
 from domain.shop import ShopConfig
-from memberbot.rulesview import rules_app
+from memberbot.cli.rules import app as rules_app
 from memberbot.runtime import prepare
 from memberbot.settings import get_settings
 from scheduler import rules

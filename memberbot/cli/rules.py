@@ -9,35 +9,24 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from domain.identity import mask_plate
+from memberbot import runtime
+from memberbot.cli.common import DATE, console, run
 from scheduler import rules
 from scheduler.ruleconfig import Rule, load_rules
 
-if TYPE_CHECKING:
-    from memberbot.runtime import Runtime
+app = typer.Typer(help="Lifecycle rules: who gets which message on a day.", no_args_is_help=True)
 
-rules_app = typer.Typer(
-    help="Lifecycle rules: who gets which message on a day.", no_args_is_help=True
-)
-
-Day = Annotated[str, typer.Option("--date", help="Business day, YYYY-MM-DD.")]
+Day = Annotated[str, DATE.option("Business day, YYYY-MM-DD.")]
 
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"{text!r} is not a date like 2026-03-05", param_hint="--date"
-        ) from exc
-
-
-def _rules(rt: Runtime) -> list[Rule]:
+def _rules(rt: runtime.Runtime) -> list[Rule]:
     """The shipped rules with the shop's file (MEMBERBOT_RULES_FILE) over them, when set."""
     path: Path | None = rt.settings.rules_file
     return load_rules(path)
@@ -53,28 +42,8 @@ def _masked(body: str, planned: rules.Planned) -> str:
     return body.replace(shown, mask_plate(plate)).replace(plate, mask_plate(plate))
 
 
-@rules_app.command("preview")
-def preview(
-    day: Day,
-    rule: Annotated[str | None, typer.Option("--rule", help="Only this rule's key.")] = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="At most N messages per rule.")
-    ] = None,
-) -> None:
-    """Show the messages a run for the day would queue, rendered; changes nothing."""
-    from memberbot.cli import console, run
-
-    as_of = _day(day)
-
-    async def work(rt: Runtime) -> list[rules.Planned]:
-        found = []
-        async for planned in rules.plan(
-            rt.db, _rules(rt), as_of, rt.config, rule=rule, limit=limit
-        ):
-            found.append(planned)
-        return found
-
-    messages = run(work)
+def render_preview(console: Console, messages: list[rules.Planned], as_of: date) -> None:
+    """Each planned message under a rule line (rule, member, locale, when), then the count."""
     for planned in messages:
         state = (
             "already queued" if planned.queued else f"due {planned.not_before:%Y-%m-%d %H:%M} UTC"
@@ -92,17 +61,8 @@ def preview(
     )
 
 
-@rules_app.command("run")
-def run_rules(day: Day) -> None:
-    """Queue the day's messages of every enabled rule; a second run adds nothing."""
-    from memberbot.cli import console, run
-
-    as_of = _day(day)
-
-    async def work(rt: Runtime) -> rules.RunSummary:
-        return await rules.run(rt.db, _rules(rt), as_of, rt.config)
-
-    summary = run(work)
+def summary_table(summary: rules.RunSummary, as_of: date) -> Table:
+    """One row per rule and a total: selected, queued, already queued, failed, coupons."""
     table = Table(
         "Rule", "Selected", "Queued", "Already", "Failed", "Coupons", title=f"Rules for {as_of}"
     )
@@ -115,6 +75,40 @@ def run_rules(day: Day) -> None:
             f"{part.failed:,}",
             f"{part.coupons:,}",
         )
-    console.print(table)
+    return table
+
+
+@app.command("preview")
+def preview(
+    day: Day,
+    rule: Annotated[str | None, typer.Option("--rule", help="Only this rule's key.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most N messages per rule.")
+    ] = None,
+) -> None:
+    """Show the messages a run for the day would queue, rendered; changes nothing."""
+    as_of = DATE.parse(day)
+
+    async def work(rt: runtime.Runtime) -> list[rules.Planned]:
+        found = []
+        async for planned in rules.plan(
+            rt.db, _rules(rt), as_of, rt.config, rule=rule, limit=limit
+        ):
+            found.append(planned)
+        return found
+
+    render_preview(console, run(work), as_of)
+
+
+@app.command("run")
+def run_rules(day: Day) -> None:
+    """Queue the day's messages of every enabled rule; a second run adds nothing."""
+    as_of = DATE.parse(day)
+
+    async def work(rt: runtime.Runtime) -> rules.RunSummary:
+        return await rules.run(rt.db, _rules(rt), as_of, rt.config)
+
+    summary = run(work)
+    console.print(summary_table(summary, as_of))
     if summary.total().failed:
         raise typer.Exit(1)

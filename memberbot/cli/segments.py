@@ -10,7 +10,6 @@ Chinese Windows opens it without garbling the reasons.
 from __future__ import annotations
 
 import csv
-from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -20,8 +19,9 @@ import typer
 from domain import churn, scores
 from domain.errors import InvalidInput
 from memberbot import runtime
+from memberbot.cli.common import AS_OF, console, run
 
-segments_app = typer.Typer(help="Member segments and churn risk.", no_args_is_help=True)
+app = typer.Typer(help="Member segments and churn risk.", no_args_is_help=True)
 
 COLUMNS = (
     "member_ref",
@@ -42,15 +42,8 @@ class Locale(StrEnum):
     en = "en"
 
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        message = f"{text!r} is not a date like 2026-03-05"
-        raise typer.BadParameter(message, param_hint="--as-of") from exc
-
-
 def csv_row(row: scores.ScoreRow, locale: str) -> list[str]:
+    """One member's line, in the order of COLUMNS."""
     cents = row.monetary_cents
     return [
         row.member_ref,
@@ -67,6 +60,7 @@ def csv_row(row: scores.ScoreRow, locale: str) -> list[str]:
 
 
 def write_csv(score_set: scores.ScoreSet, output: Path, locale: str) -> int:
+    """Write the header and one row per member; the number of members written."""
     count = 0
     with output.open("w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
@@ -77,17 +71,15 @@ def write_csv(score_set: scores.ScoreSet, output: Path, locale: str) -> int:
     return count
 
 
-@segments_app.command("export")
+@app.command("export")
 def export(
-    as_of: Annotated[str, typer.Option("--as-of", help="The day, YYYY-MM-DD; today or earlier.")],
+    as_of: Annotated[str, AS_OF.option("The day, YYYY-MM-DD; today or earlier.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="CSV file to write.")],
     locale: Annotated[Locale, typer.Option(help="Language of the reasons.")] = Locale.zh_CN,
 ) -> None:
     """One row per member as of the day: RFM, segment, stickiness, lifecycle, churn risk and
     its reasons, computed only from what was known on that day."""
-    from memberbot.cli import console, run
-
-    day = _day(as_of)
+    day = AS_OF.parse(as_of)
 
     async def work(rt: runtime.Runtime) -> tuple[int, str]:
         today = rt.today()
@@ -102,18 +94,15 @@ def export(
     console.print(f"Churn risk: {note}.", markup=False)
 
 
-@segments_app.command("refresh")
+@app.command("refresh")
 def refresh(
-    as_of: Annotated[
-        str | None, typer.Option("--as-of", help="The day, YYYY-MM-DD; default today.")
-    ] = None,
+    as_of: Annotated[str | None, AS_OF.option("The day, YYYY-MM-DD; default today.")] = None,
 ) -> None:
     """Recompute every member's segment and churn risk into the nightly snapshot (what staff
     see in `member show`). `serve` runs this each night in a process of its own."""
-    from memberbot.cli import console, run
 
     async def work(rt: runtime.Runtime) -> int:
-        day = _day(as_of) if as_of else rt.today()
+        day = AS_OF.or_today(rt, as_of or None)  # an empty --as-of has always meant today
         if day > rt.today():
             raise InvalidInput(f"{day} is in the future: nothing to score yet")
         async with rt.db.read() as session:

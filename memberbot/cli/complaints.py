@@ -2,8 +2,7 @@
 
 A thin shell over `domain.feedback`. The list names members by their reference and a masked
 phone only: the complaint text is what staff need to answer, the rest stays out of the
-terminal. `memberbot.cli` is imported inside the commands because `memberbot.cli` adds this
-sub-app, so importing it here at module level would be circular.
+terminal. An answer is given once, and goes to the member's chat through the outbox.
 """
 
 from __future__ import annotations
@@ -17,12 +16,14 @@ from db.types import utcnow
 from domain import feedback
 from domain.identity import mask_phone
 from memberbot import runtime
+from memberbot.cli.common import console, run
 from scheduler import notices
 
-complaints_app = typer.Typer(help="Member complaints: read and answer.", no_args_is_help=True)
+app = typer.Typer(help="Member complaints: read and answer.", no_args_is_help=True)
 
 
 def complaints_table(rows: list[feedback.OpenComplaint]) -> Table:
+    """The open complaints, oldest first, each with who filed it (ref, masked phone)."""
     table = Table("Id", "Filed (UTC)", "Member", "Phone", "Store", "Via", "Complaint")
     for row in rows:
         complaint = row.complaint
@@ -38,15 +39,14 @@ def complaints_table(rows: list[feedback.OpenComplaint]) -> Table:
     return table
 
 
-@complaints_app.command("list")
-def complaints_list(
+@app.command("list")
+def list_open(
     store: Annotated[
         str | None, typer.Option(help="Only members of this home store (code).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=feedback.OPEN_LIST_MAX)] = 50,
 ) -> None:
     """Open complaints, the longest waiting first."""
-    from memberbot.cli import console, run
 
     async def work(rt: runtime.Runtime) -> list[feedback.OpenComplaint]:
         async with rt.db.read() as session:
@@ -60,14 +60,13 @@ def complaints_list(
     console.print(complaints_table(rows))
 
 
-@complaints_app.command("answer")
-def complaints_answer(
+@app.command("answer")
+def answer(
     complaint_id: Annotated[int, typer.Argument(help="The complaint's id (see complaints list).")],
     text: Annotated[str, typer.Argument(help="The answer the member will read.")],
     staff_id: Annotated[int, typer.Option("--staff", help="Your staff account id.")],
 ) -> None:
     """Answer an open complaint once, as staff of the member's home store or a chain manager."""
-    from memberbot.cli import console, run
 
     async def work(rt: runtime.Runtime) -> feedback.ComplaintAnswer:
         async with rt.db.transaction() as session:

@@ -1,5 +1,5 @@
-"""The counter's sheet of one store's bookings for a day (`domain.bookings.day_sheet`), drawn
-with rich.
+"""`memberbot bookings day`: the counter's sheet of one store's bookings for a day
+(`domain.bookings.day_sheet`), drawn with rich.
 
 The sheet is printed and left on the counter, so phones and plates are masked here: the
 member ref and the masked phone are enough to find the member, the masked plate to match the car
@@ -10,16 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from db.models import Store
+from db.types import utcnow
 from domain import bookings
 from domain.bookings import BookingLine
 from domain.identity import mask_phone, mask_plate
+from memberbot import runtime
+from memberbot.cli.common import DATE, console, run
+
+app = typer.Typer(help="Bookings at the stores.", no_args_is_help=True)
 
 STATUS_STYLES = {
     bookings.BOOKED: "green",
@@ -36,6 +43,7 @@ def store_today(store: Store, now: datetime) -> date:
 
 
 def member_cell(line: BookingLine) -> str:
+    """Who booked, as the counter finds them: name, member ref and masked phone."""
     name = f"{line.member_name} · " if line.member_name else ""
     return f"{name}{line.member_ref} · {mask_phone(line.member_phone)}"
 
@@ -62,3 +70,25 @@ def render_day(console: Console, lines: Sequence[BookingLine], store: Store, day
     console.print(table)
     active = sum(1 for line in lines if line.booking.status != bookings.CANCELLED)
     console.print(f"{active} booking(s) · {store.bays} bay(s) · times in {store.timezone}")
+
+
+@app.command("day")
+def day(
+    store: Annotated[str, typer.Option("--store", help="Store code, as in shop.yaml.")],
+    on: Annotated[str | None, DATE.option("Day, YYYY-MM-DD; default the store's today.")] = None,
+    cancelled: Annotated[
+        bool, typer.Option("--cancelled", help="Also list cancelled bookings.")
+    ] = False,
+) -> None:
+    """One store's bookings for a day, in time order: the counter's sheet."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        async with rt.db.read() as session:
+            shop = await bookings.store_by_code(session, store)
+            sheet_day = DATE.parse(on) if on else store_today(shop, utcnow())
+            lines = await bookings.day_sheet(
+                session, shop.id, sheet_day, include_cancelled=cancelled
+            )
+        render_day(console, lines, shop, sheet_day)
+
+    run(work)

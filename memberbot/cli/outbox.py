@@ -11,13 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from memberbot import runtime
+from memberbot.cli.common import console, run
 from scheduler import outbox
 from scheduler.outbox import OutboxCount, OutboxReason
 
-outbox_app = typer.Typer(help="The message outbox.", no_args_is_help=True)
+app = typer.Typer(help="The message outbox.", no_args_is_help=True)
 
 
 def counts_table(counts: list[OutboxCount]) -> Table:
+    """How many messages sit in each state, per rule and channel."""
     table = Table(title="Outbox by state, rule and channel")
     table.add_column("State")
     table.add_column("Rule")
@@ -29,6 +32,7 @@ def counts_table(counts: list[OutboxCount]) -> Table:
 
 
 def reasons_table(reasons: list[OutboxReason]) -> Table:
+    """Why messages were skipped or could not be sent, per rule and channel."""
     table = Table(title="Skipped and unreachable, by reason")
     table.add_column("State")
     table.add_column("Reason")
@@ -47,6 +51,7 @@ def reasons_table(reasons: list[OutboxReason]) -> Table:
 
 
 def render(console: Console, counts: list[OutboxCount], reasons: list[OutboxReason]) -> None:
+    """Both tables and the totals by state; one line when the outbox is empty."""
     if not counts:
         console.print("The outbox is empty.")
         return
@@ -61,14 +66,11 @@ def render(console: Console, counts: list[OutboxCount], reasons: list[OutboxReas
         console.print(reasons_table(reasons))
 
 
-@outbox_app.command("status")
+@app.command("status")
 def status() -> None:
     """Messages by state × rule × channel, and why some were skipped or could not be sent."""
-    # Imported here: memberbot.cli imports this module to mount the sub-app.
-    from memberbot.cli import console, run
-    from memberbot.runtime import Runtime
 
-    async def work(rt: Runtime) -> None:
+    async def work(rt: runtime.Runtime) -> None:
         async with rt.db.read() as session:
             counts = await outbox.status_counts(session)
             reasons = await outbox.reason_counts(session)

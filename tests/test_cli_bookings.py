@@ -11,7 +11,7 @@ from db.models import Store, Vehicle
 from db.session import Database
 from domain import bookings, members
 from domain.shop import BookingRules
-from memberbot.bookingview import render_day, store_today
+from memberbot.cli.bookings import render_day, store_today
 
 NOW = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # Tuesday 09:00 in Shanghai
 WED = date(2026, 12, 2)

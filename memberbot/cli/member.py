@@ -1,0 +1,121 @@
+"""`memberbot member …`: one member at the counter: their page, their consent, their data.
+
+`show` prints the page staff work from (drawn by `memberbot.staffview`, which the demo's
+summary draws too). `export` and `erase` answer a member's data access and erasure requests;
+both are audited, and erasure asks for `--yes` because it cannot be undone. `invite` hands out
+the one-time code that binds the member's chat.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from db.types import utcnow
+from domain import binding, members, privacy, profiles
+from memberbot import runtime, staffview
+from memberbot.cli.common import MemberQuery, console, err, run
+
+app = typer.Typer(help="Look up members.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(query: MemberQuery) -> None:
+    """The staff view of one member: profile, cars, visits, balances, tier."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        async with rt.db.read() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            view = await profiles.profile(session, member, rt.today(), rt.config.loyalty)
+        staffview.render(console, view)
+
+    run(work)
+
+
+@app.command("consent")
+def consent(
+    query: MemberQuery,
+    answer: Annotated[bool, typer.Argument(help="yes or no to marketing messages.")],
+    source: Annotated[str, typer.Option(help="Where it was given.")] = "counter",
+    actor: Annotated[str, typer.Option(help="Who records it.")] = "cli",
+) -> None:
+    """Record a member's yes or no to marketing; service reminders are not affected."""
+
+    async def work(rt: runtime.Runtime) -> None:
+        async with rt.db.transaction() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            await privacy.set_consent(session, member.id, answer, source=source, actor=actor)
+        console.print(f"{member.member_ref}: marketing consent {'yes' if answer else 'no'}.")
+
+    run(work)
+
+
+@app.command("export")
+def export(
+    query: MemberQuery,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON file to write.")],
+    actor: Annotated[str, typer.Option(help="Who takes the copy (audited).")] = "cli",
+) -> None:
+    """Everything held about a member, as JSON, for their data access request."""
+
+    async def work(rt: runtime.Runtime) -> str:
+        async with rt.db.transaction() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            data = await privacy.export(session, member.id, actor=actor)
+        output.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+        return member.member_ref
+
+    ref = run(work)
+    console.print(f"{ref}: personal data written to {output}.")
+
+
+@app.command("erase")
+def erase(
+    query: MemberQuery,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why; kept in the audit log.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm; erasure cannot be undone.")] = False,
+    actor: Annotated[str, typer.Option(help="Who erases (audited).")] = "cli",
+) -> None:
+    """Erase a member's personal data; visits and balances stay, anonymous, for the books."""
+    if not yes:
+        err.print("Erasure cannot be undone: add --yes to confirm.", style="red")
+        raise typer.Exit(1)
+
+    async def work(rt: runtime.Runtime) -> str:
+        async with rt.db.transaction() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            await privacy.erase(session, member.id, actor=actor, reason=reason)
+        return member.member_ref
+
+    console.print(f"{run(work)}: personal data erased.")
+
+
+@app.command("invite")
+def invite(
+    query: MemberQuery,
+    hours: Annotated[int, typer.Option(min=1, max=24 * 14, help="How long the code works.")] = 24,
+    actor: Annotated[str, typer.Option(help="Who creates it (audited).")] = "cli",
+) -> None:
+    """A one-time code (and Telegram link) that binds the member's chat; older codes stop
+    working."""
+
+    async def work(rt: runtime.Runtime) -> tuple[str, str, str | None]:
+        async with rt.db.transaction() as session:
+            member = await members.find(session, query, rt.settings.default_region)
+            code = await binding.create_invite(
+                session, int(member.id or 0), utcnow(), ttl_minutes=hours * 60, actor=actor
+            )
+        return member.member_ref, code, rt.settings.telegram_bot_username
+
+    ref, code, username = run(work)
+    console.print(f"{ref}: invite code [bold]{code}[/bold], valid for {hours} h, single use.")
+    if username:
+        console.print(f"Telegram link: https://t.me/{username.lstrip('@')}?start={code}")
+    else:
+        console.print(
+            "Set MEMBERBOT_TELEGRAM_BOT_USERNAME to print the Telegram link; the member can "
+            "also type the code to the bot."
+        )
