@@ -1,10 +1,10 @@
 """The composition root of `memberbot serve`: one process with the database, the chat channels
-that are configured, the scheduler that sends through them, and a health endpoint.
+that are configured, the scheduler that sends through them, and one HTTP server.
 
-Telegram runs by long polling unless `MEMBERBOT_TELEGRAM_WEBHOOK_URL` is set; in webhook mode
-one HTTP server (uvicorn) on `telegram_webhook_listen:telegram_webhook_port` serves
-`/telegram/webhook` and `/healthz`. With long polling `/healthz` is served only when
-`MEMBERBOT_HEALTH_PORT` is set. SIGINT, SIGTERM or the `stop` event shut everything down in
+The HTTP server (uvicorn, Starlette) on `MEMBERBOT_HTTP_HOST:MEMBERBOT_HTTP_PORT` serves
+`/healthz` always, and Telegram's webhook (`/telegram/webhook`) when
+`MEMBERBOT_TELEGRAM_WEBHOOK_URL` is set (long polling otherwise); every webhook a channel adds
+is a route of the same server. SIGINT, SIGTERM or the `stop` event shut everything down in
 reverse order: HTTP, scheduler, senders, bot, database.
 
 This is the one place that reads the operator's settings for the channels and the scheduler:
@@ -88,12 +88,8 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
                 secret = tg_options.webhook_secret or ""
                 routes.append(telegram.webhook_route(application, secret))
         await stack.enter_async_context(scheduler(rt, senders, dispatcher))
-        port = http_port(settings)
-        if port is not None:
-            app = Starlette(routes=routes)
-            await stack.enter_async_context(
-                http_server(app, settings.telegram_webhook_listen, port)
-            )
+        app = Starlette(routes=routes)
+        await stack.enter_async_context(http_server(app, settings.http_host, settings.http_port))
         log.info("memberbot is serving")
         await stop.wait()
         log.info("memberbot is stopping")
@@ -208,13 +204,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-
-
-def http_port(settings: Settings) -> int | None:
-    """The HTTP server's port: the webhook's in webhook mode, else the optional health port."""
-    if settings.telegram_token and telegram.webhook_mode(telegram_options(settings)):
-        return settings.telegram_webhook_port
-    return settings.health_port
 
 
 def health_endpoint(db: Database) -> Callable[[Request], Awaitable[JSONResponse]]:
