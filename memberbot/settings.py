@@ -64,6 +64,25 @@ class Settings(BaseSettings):
         description="Old name of MEMBERBOT_HTTP_PORT, read when neither it nor "
         "MEMBERBOT_TELEGRAM_WEBHOOK_PORT is set.",
     )
+    wechat_token: str | None = Field(
+        default=None,
+        description="Token of the Official Account's server configuration; WeChat runs when it, "
+        "the AppID and the AppSecret are set.",
+    )
+    wechat_app_id: str | None = Field(default=None, description="The Official Account's AppID.")
+    wechat_app_secret: str | None = Field(
+        default=None, description="The Official Account's AppSecret."
+    )
+    wechat_aes_key: str | None = Field(
+        default=None,
+        description="EncodingAESKey (43 characters) for safe mode; unset = plain mode.",
+    )
+    wechat_path: str = Field(default="/wechat", description="Path of the WeChat webhook.")
+    wechat_reply_seconds: float = Field(
+        default=4.0,
+        description="How long a WeChat reply may take before the webhook answers `success` and "
+        "the reply is owed (WeChat gives up waiting at 5 s).",
+    )
     chat_state_ttl_minutes: int = Field(
         default=30, description="How long a half-finished chat flow (a booking) is remembered."
     )
