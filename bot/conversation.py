@@ -7,6 +7,8 @@ routes the event to a flow in `bot/flows/`:
 
 * a command (`/points`) or free text that names an intent (积分, "book") runs that intent;
 * a button runs the flow action its data names (`booking:day:2026-12-01`);
+* the person joining or leaving the chat (WeChat's subscribe and unsubscribe) runs the
+  `joined` or `left` intent, which no button or word can name;
 * free text while a flow waits for words (a complaint, an invite code) goes to that flow;
 * anything else gets the menu, never a dead end.
 
@@ -41,7 +43,10 @@ from domain.shop import ShopConfig
 log = logging.getLogger(__name__)
 
 TEXT, BUTTON, CONTACT, COMMAND = "text", "button", "contact", "command"
-EVENT_KINDS = (TEXT, BUTTON, CONTACT, COMMAND)
+JOINED, LEFT = "joined", "left"
+EVENT_KINDS = (TEXT, BUTTON, CONTACT, COMMAND, JOINED, LEFT)
+# Intents only the channel's own events run: a member cannot press or type them.
+EVENT_INTENTS = {JOINED: "joined", LEFT: "left"}
 TEXT_MAX = 1000
 
 
@@ -49,6 +54,9 @@ TEXT_MAX = 1000
 class Event:
     """What a chat sent, as any channel can describe it.
 
+    `kind` is one of `EVENT_KINDS`: text, a pressed button (`data`), a shared contact, a
+    command, or the person joining (`JOINED`, WeChat's subscribe) or leaving (`LEFT`,
+    unsubscribe) the chat.
     `sender_id` is the channel's id of the person (Telegram user id), which with
     `contact_user_id` proves a shared contact is the sender's own. `language` is the client's
     language hint, used until the chat is bound to a member with a language of their own.
@@ -68,6 +76,15 @@ class Event:
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The replies to one event and the language they are in (a channel that adds words of
+    its own, such as WeChat's numbered choices, speaks the same)."""
+
+    replies: list[Reply]
+    locale: str
 
 
 class Stale(Exception):
@@ -200,7 +217,11 @@ class Turn:
         self.state = None
 
     def _context(self, extra: Mapping[str, Any]) -> dict[str, Any]:
-        context: dict[str, Any] = {"today": self.today(), "locale": self.locale}
+        context: dict[str, Any] = {
+            "today": self.today(),
+            "locale": self.locale,
+            "channel": self.event.channel,
+        }
         if self.member is not None:
             context["member"] = {"name": self.member.name, "member_ref": self.member.member_ref}
         context.update(extra)
@@ -273,15 +294,20 @@ class Chat:
 
     async def handle(self, event: Event) -> list[Reply]:
         """The replies to one event. Never raises for anything the sender did."""
+        return (await self.answer(event)).replies
+
+    async def answer(self, event: Event) -> Answer:
+        """`handle`, with the language the replies were written in."""
         # The turn's lookups are independent point reads: no snapshot needed across them.
         async with self.db.read(snapshot=False) as session:
             turn = await self._turn(session, event)
             try:
-                return await self._route(turn)
+                replies = await self._route(turn)
             except Stale:
-                return [turn.say("stale", turn.menu())]
+                replies = [turn.say("stale", turn.menu())]
             except DomainError as exc:
-                return [turn.say("error", turn.menu(), error=exc.template_context())]
+                replies = [turn.say("error", turn.menu(), error=exc.template_context())]
+            return Answer(replies, turn.locale)
 
     async def _turn(self, session: AsyncSession, event: Event) -> Turn:
         now = self.clock()
@@ -296,6 +322,8 @@ class Chat:
 
     async def _route(self, turn: Turn) -> list[Reply]:
         event = turn.event
+        if event.kind in EVENT_INTENTS:
+            return await self._run_intent(turn, EVENT_INTENTS[event.kind], [])
         if event.kind == BUTTON:
             return await self._button(turn, event.data)
         if event.kind == CONTACT:
@@ -333,8 +361,8 @@ class Chat:
             raise Stale("malformed button data")
         flow_name, action, *args = data.split(":")
         if flow_name == "go":
-            if args:
-                raise Stale("menu buttons take no arguments")
+            if args or action in EVENT_INTENTS.values():
+                raise Stale("menu buttons take no arguments and name no channel event")
             return await self._run_intent(turn, action, [])
         flow = self.flows.get(flow_name)
         handler = flow.actions.get(action) if flow is not None else None
@@ -358,8 +386,12 @@ __all__ = [
     "BUTTON",
     "COMMAND",
     "CONTACT",
+    "EVENT_INTENTS",
+    "JOINED",
+    "LEFT",
     "LOCALES",
     "TEXT",
+    "Answer",
     "Chat",
     "Event",
     "Flow",

@@ -44,6 +44,12 @@ class MessageCategory(StrEnum):
     MARKETING = "marketing"
 
 
+class InboundStatus(StrEnum):
+    PENDING = "pending"  # claimed; the turn is running
+    ANSWERED = "answered"  # the reply went back in the HTTP answer (and goes again to a retry)
+    OWED = "owed"  # the turn overran the reply budget: the reply waits for the sender
+
+
 class ComplaintStatus(StrEnum):
     OPEN = "open"
     ANSWERED = "answered"
@@ -466,6 +472,40 @@ class ConversationState(SQLModel, table=True):
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     updated_at: datetime = _created()
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class ChatChoice(SQLModel, table=True):
+    """The buttons a text-only chat (WeChat) was last shown, by the key the member types to
+    press one ("1", or a score's own digits), so the next message can press it from any
+    process. Replaced by every reply; gone once it lapses."""
+
+    __tablename__ = "chat_choice"
+
+    channel: str = Field(primary_key=True, max_length=16)
+    address: str = Field(primary_key=True, max_length=64)
+    choices: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
+class InboundMessage(SQLModel, table=True):
+    """One message a chat service may deliver more than once (WeChat retries), under a key
+    unique per channel, with the reply it got: every delivery after the first gets that reply
+    and runs nothing (see domain.inbound)."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (
+        UniqueConstraint("channel", "key"),
+        Index("ix_inbound_status_created", "status", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    key: str = Field(max_length=64, description="msg:<MsgId> or evt:<hash of user, event, time>")
+    address: str = Field(max_length=64, description="the chat the reply is for")
+    status: str = Field(default=InboundStatus.PENDING, max_length=16)
+    reply: str | None = Field(default=None, sa_type=Text)
+    created_at: datetime = _created()
+    settled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class SurveyResponse(SQLModel, table=True):

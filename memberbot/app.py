@@ -1,15 +1,16 @@
 """The composition root of `memberbot serve`: one process with the database, the chat channels
-that are configured, the scheduler that sends through them, and a health endpoint.
+that are configured, the scheduler that sends through them, and one HTTP server.
 
-Telegram runs by long polling unless `MEMBERBOT_TELEGRAM_WEBHOOK_URL` is set; in webhook mode
-one HTTP server (uvicorn) on `telegram_webhook_listen:telegram_webhook_port` serves
-`/telegram/webhook` and `/healthz`. With long polling `/healthz` is served only when
-`MEMBERBOT_HEALTH_PORT` is set. SIGINT, SIGTERM or the `stop` event shut everything down in
-reverse order: HTTP, scheduler, senders, bot, database.
+The HTTP server (uvicorn, Starlette) on `MEMBERBOT_HTTP_HOST:MEMBERBOT_HTTP_PORT` serves
+`/healthz` always, Telegram's webhook (`/telegram/webhook`) when `MEMBERBOT_TELEGRAM_WEBHOOK_URL`
+is set (long polling otherwise), and WeChat's (`MEMBERBOT_WECHAT_PATH`) when the Official
+Account is configured. Telegram and WeChat share one conversation core and can run together.
+SIGINT, SIGTERM or the `stop` event shut everything down in reverse order: HTTP, scheduler,
+the WeChat turns still running, bot, senders, database.
 
 This is the one place that reads the operator's settings for the channels and the scheduler:
-`telegram_options`, `dispatch_policy` and `job_setup` turn them into the plain values those
-packages take, so neither imports `memberbot`.
+`telegram_options`, `wechat_options`, `dispatch_policy` and `job_setup` turn them into the plain
+values those packages take, so neither imports `memberbot`.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.channels import telegram
+from bot.channels import telegram, wechat
 from db.session import Database
 from domain import scores
+from domain.errors import ConfigError
 from domain.outgoing import SENT, Reply, Sender
 from domain.shop import ShopConfig
 from memberbot import runtime
@@ -67,16 +69,17 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
         routes: list[BaseRoute] = [Route(HEALTH_PATH, health_endpoint(rt.db))]
         senders: dict[str, Sender] = {}
         tg_options = telegram_options(settings)
+        wx_options = wechat_options(settings)
         if tg_options.token:
             sender = telegram.TelegramSender(tg_options.token, tg_options.base_url)
             senders[sender.channel] = await stack.enter_async_context(sender)
-        else:
-            log.info("no chat channel configured (MEMBERBOT_TELEGRAM_TOKEN is unset)")
+        elif wx_options is None:
+            log.info("no chat channel configured (neither Telegram's token nor WeChat's is set)")
         # One dispatcher for the process: the chat's replies count against its pace, so
         # replies and reminders together keep to the bot's limit.
         dispatcher = build_dispatcher(rt, senders)
+        chat = rt.chat()
         if tg_options.token:
-            chat = rt.chat()
             chat.staff_channel = partial(alert_staff, sender)
             application = telegram.build_application(
                 chat,
@@ -87,13 +90,14 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
             if telegram.webhook_mode(tg_options):
                 secret = tg_options.webhook_secret or ""
                 routes.append(telegram.webhook_route(application, secret))
+        if wx_options is not None:
+            wx_channel = wechat.WeChatChannel(chat, wx_options)
+            stack.push_async_callback(wx_channel.aclose)
+            routes.append(wx_channel.route())
+            log.info("wechat: webhook at %s", wx_options.path)
         await stack.enter_async_context(scheduler(rt, senders, dispatcher))
-        port = http_port(settings)
-        if port is not None:
-            app = Starlette(routes=routes)
-            await stack.enter_async_context(
-                http_server(app, settings.telegram_webhook_listen, port)
-            )
+        app = Starlette(routes=routes)
+        await stack.enter_async_context(http_server(app, settings.http_host, settings.http_port))
         log.info("memberbot is serving")
         await stop.wait()
         log.info("memberbot is stopping")
@@ -129,6 +133,33 @@ def telegram_options(settings: Settings) -> telegram.TelegramOptions:
         webhook_url=settings.telegram_webhook_url,
         webhook_secret=settings.telegram_webhook_secret,
     )
+
+
+def wechat_options(settings: Settings) -> wechat.WeChatOptions | None:
+    """The WeChat channel's settings as the plain values `bot.channels.wechat` takes; None
+    when no WeChat setting is given. A partial or malformed configuration is a ConfigError."""
+    given = (
+        settings.wechat_token,
+        settings.wechat_app_id,
+        settings.wechat_app_secret,
+        settings.wechat_aes_key,
+    )
+    if not any(given):
+        return None
+    options = wechat.WeChatOptions(
+        token=settings.wechat_token or "",
+        app_id=settings.wechat_app_id or "",
+        app_secret=settings.wechat_app_secret or "",
+        aes_key=settings.wechat_aes_key or None,
+        path=settings.wechat_path,
+        reply_budget_seconds=settings.wechat_reply_seconds,
+    )
+    wechat.check_options(options)
+    if options.path in (HEALTH_PATH, telegram.WEBHOOK_PATH):
+        raise ConfigError(
+            [("environment", "MEMBERBOT_WECHAT_PATH", f"{options.path} is taken by another route")]
+        )
+    return options
 
 
 def dispatch_policy(settings: Settings, config: ShopConfig, **overrides: Any) -> DispatchPolicy:
@@ -208,13 +239,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-
-
-def http_port(settings: Settings) -> int | None:
-    """The HTTP server's port: the webhook's in webhook mode, else the optional health port."""
-    if settings.telegram_token and telegram.webhook_mode(telegram_options(settings)):
-        return settings.telegram_webhook_port
-    return settings.health_port
 
 
 def health_endpoint(db: Database) -> Callable[[Request], Awaitable[JSONResponse]]:

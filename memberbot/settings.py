@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,14 +47,41 @@ class Settings(BaseSettings):
         default=None,
         description="Secret token Telegram must send with every webhook call (required with it).",
     )
-    telegram_webhook_listen: str = Field(
-        default="127.0.0.1", description="Address the webhook server listens on."
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the one HTTP server: /healthz and every webhook (Telegram's in "
+        "webhook mode, WeChat's).",
     )
-    telegram_webhook_port: int = Field(default=8443, description="Port of the webhook server.")
+    http_port: int = Field(default=8080, description="Port of the HTTP server.")
+    telegram_webhook_listen: str | None = Field(
+        default=None, description="Old name of MEMBERBOT_HTTP_HOST, read when that is unset."
+    )
+    telegram_webhook_port: int | None = Field(
+        default=None, description="Old name of MEMBERBOT_HTTP_PORT, read when that is unset."
+    )
     health_port: int | None = Field(
         default=None,
-        description="Port for /healthz with long polling (on MEMBERBOT_TELEGRAM_WEBHOOK_LISTEN); "
-        "webhook mode serves it on the webhook port. Unset = no HTTP server when polling.",
+        description="Old name of MEMBERBOT_HTTP_PORT, read when neither it nor "
+        "MEMBERBOT_TELEGRAM_WEBHOOK_PORT is set.",
+    )
+    wechat_token: str | None = Field(
+        default=None,
+        description="Token of the Official Account's server configuration; WeChat runs when it, "
+        "the AppID and the AppSecret are set.",
+    )
+    wechat_app_id: str | None = Field(default=None, description="The Official Account's AppID.")
+    wechat_app_secret: str | None = Field(
+        default=None, description="The Official Account's AppSecret."
+    )
+    wechat_aes_key: str | None = Field(
+        default=None,
+        description="EncodingAESKey (43 characters) for safe mode; unset = plain mode.",
+    )
+    wechat_path: str = Field(default="/wechat", description="Path of the WeChat webhook.")
+    wechat_reply_seconds: float = Field(
+        default=4.0,
+        description="How long a WeChat reply may take before the webhook answers `success` and "
+        "the reply is owed (WeChat gives up waiting at 5 s).",
     )
     chat_state_ttl_minutes: int = Field(
         default=30, description="How long a half-finished chat flow (a booking) is remembered."
@@ -87,6 +114,19 @@ class Settings(BaseSettings):
     telegram_chat_interval_seconds: float = Field(
         default=1.0, description="Least time between two messages to one Telegram chat."
     )
+
+    @model_validator(mode="after")
+    def _read_old_names(self) -> Settings:
+        """The Telegram listen settings and the health port of earlier versions still work
+        when the new names are unset."""
+        if "http_host" not in self.model_fields_set and self.telegram_webhook_listen:
+            self.http_host = self.telegram_webhook_listen
+        if "http_port" not in self.model_fields_set:
+            for old in (self.telegram_webhook_port, self.health_port):
+                if old is not None:
+                    self.http_port = old
+                    break
+        return self
 
 
 @lru_cache

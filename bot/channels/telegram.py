@@ -22,7 +22,6 @@ Entry points (used by `memberbot.app`, the tests and the benchmarks):
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import re
@@ -72,6 +71,7 @@ from telegram.ext import (
 from telegram.warnings import PTBDeprecationWarning
 
 from bot import intents
+from bot.channels.chatlocks import ChatLocks
 from bot.conversation import BUTTON, COMMAND, CONTACT, TEXT, Chat, Event
 from domain.errors import ConfigError
 from domain.messages import LOCALES
@@ -138,22 +138,12 @@ class PerChatUpdateProcessor(BaseUpdateProcessor):
 
     def __init__(self, max_concurrent_updates: int) -> None:
         super().__init__(max_concurrent_updates)
-        self._locks: dict[int | None, tuple[asyncio.Lock, int]] = {}
+        self._locks = ChatLocks()
 
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         chat = update.effective_chat if isinstance(update, Update) else None
-        key = chat.id if chat is not None else None
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                await coroutine
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+        async with self._locks.hold(chat.id if chat is not None else None):
+            await coroutine
 
     async def initialize(self) -> None:
         """Nothing to allocate: locks are made per chat as updates arrive."""

@@ -1,5 +1,6 @@
 """Who the chat is and how it wants to be spoken to: binding (invite code or own contact), the
-menu and help, language, marketing opt-out and opt-in, unbinding.
+menu and help, language, marketing opt-out and opt-in, unbinding; and the person joining or
+leaving the chat (WeChat's subscribe and unsubscribe).
 
 This flow is public: an unbound chat reaches only what is here, which is how to bind.
 """
@@ -38,8 +39,33 @@ async def start(turn: Turn, args: Sequence[str]) -> list[Reply]:
     if args and args[0].strip():
         return await _redeem(turn, args[0].strip())
     if turn.member is None:
-        return [turn.say("welcome"), *(await how_to_bind(turn, []))]
+        return await _welcome(turn)
     return await _consent(turn, True)
+
+
+async def joined(turn: Turn, _args: Sequence[str]) -> list[Reply]:
+    """The person just joined the chat (followed the WeChat account): a welcome and the way to
+    bind, or the menu when the chat already speaks for a member. Unlike a typed `/start`, it
+    says nothing about offers: following an account is no consent to marketing."""
+    if turn.member is None:
+        return await _welcome(turn)
+    return await menu(turn, [])
+
+
+async def _welcome(turn: Turn) -> list[Reply]:
+    return [turn.say("welcome"), *(await how_to_bind(turn, []))]
+
+
+async def left(turn: Turn, _args: Sequence[str]) -> list[Reply]:
+    """The person left the chat (unfollowed the WeChat account): the chat stops speaking for
+    its member, audited as a blocked chat is, and its flow is forgotten. Nothing is said:
+    nobody is there to read it."""
+    if turn.member is not None:
+        async with turn.write() as session:
+            await binding.unbind(session, turn.event.channel, turn.event.address, actor=turn.actor)
+        turn.member = None
+    await turn.clear_state()
+    return []
 
 
 async def code(turn: Turn, args: Sequence[str]) -> list[Reply]:
@@ -141,6 +167,8 @@ FLOW = Flow(
     public=True,
     intents={
         "start": start,
+        "joined": joined,
+        "left": left,
         "menu": menu,
         "help": help_,
         "how_to_bind": how_to_bind,
