@@ -57,15 +57,13 @@ from db.models import (
     Vehicle,
     Visit,
 )
-from domain import points, segments
+from domain import feedback, points, segments
 from domain.messages import resolve_locale
 from domain.points import add_months
 from domain.tiers import UPGRADE, window_start
 from scheduler.outbox import MARKETING
 from scheduler.ruleconfig import CouponSpec, Rule
 
-SURVEY_SCALE = range(0, 11)
-SURVEY_ROWS = ((0, 6), (6, 11))
 # A car's last service is looked for this far back when its service has no month interval.
 KM_ONLY_LOOKBACK_DAYS = 3 * 365
 # How a first win-back offer's key ends: stage 1, then the lapse's last visit day (LIKE pattern).
@@ -302,10 +300,10 @@ VISIT_COLUMNS = (
 
 
 def survey_buttons(visit_id: int) -> list[list[dict[str, str]]]:
-    """The 0-10 answer buttons; the chat's feedback flow reads `feedback:score:<visit>:<n>`."""
+    """The 0-10 answer buttons as the template context holds them (rows of label and data)."""
     return [
-        [{"label": str(n), "data": f"feedback:score:{visit_id}:{n}"} for n in range(lo, hi)]
-        for lo, hi in SURVEY_ROWS
+        [{"label": label, "data": data} for label, data in row]
+        for row in feedback.score_buttons(visit_id)
     ]
 
 
