@@ -1,6 +1,6 @@
 """When a member's car is next due for each maintenance service, for the member's own view.
 
-The same rule as the daily maintenance reminders (`scheduler.selectors.maintenance_due`): a
+The same rule as the daily maintenance reminders (`scheduler.selectors.maintenance`): a
 service falls due by time (its interval in months after the car's last visit with it) or by
 mileage (its interval in km after the odometer reading of that visit, the odometer projected
 at the car's own average km per day between its first and latest readings), whichever comes
