@@ -9,10 +9,16 @@ Complaints stay open until a staff member of the member's home store (or a chain
 answers; the answer is returned so the caller can deliver it to the member. What staff do is
 audited with ids only: complaint texts and answers may hold personal details and stay out of
 the audit log.
+
+The survey's answer buttons are written and read here, in one format, because two sides meet on
+it: the scheduler puts them under the survey it sends after a visit, and the chat's feedback
+flow reads the pressed one back with no saved state (`score_buttons`, `read_score_button`).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -134,6 +140,36 @@ def _check_score(score: object) -> int:
     if isinstance(score, bool) or not isinstance(score, int) or not SCORE_MIN <= score <= SCORE_MAX:
         raise InvalidInput("a score is a whole number from 0 to 10", score=str(score))
     return score
+
+
+# --------------------------------------------------------------------- survey answer buttons
+
+# `feedback:score:<visit id>:<score>`: the chat's feedback flow, its `score` action, then the
+# answer. Both numbers are read back as plain digits, nine at most.
+SCORE_BUTTON_DATA = "feedback:score:{visit_id}:{score}"
+SCORE_ROWS = ((0, 1, 2, 3, 4, 5), (6, 7, 8, 9, 10))
+_BUTTON_NUMBER = re.compile(r"[0-9]{1,9}")
+
+
+def score_buttons(visit_id: int) -> list[list[tuple[str, str]]]:
+    """The eleven answers about a visit, 0 to 10, as (label, data) in two rows that fit a phone
+    screen. Digits read the same in every language, so they need no label template."""
+    return [
+        [(str(n), SCORE_BUTTON_DATA.format(visit_id=visit_id, score=n)) for n in row]
+        for row in SCORE_ROWS
+    ]
+
+
+def read_score_button(args: Sequence[str]) -> tuple[int, int] | None:
+    """(visit id, score) from a pressed answer button's arguments (what follows
+    `feedback:score:`), or None for anything a real button never carries: its data comes back
+    from the chat, where an old message or a forged one may send anything."""
+    if len(args) != 2 or not all(_BUTTON_NUMBER.fullmatch(arg) for arg in args):
+        return None
+    visit_id, score = int(args[0]), int(args[1])
+    if visit_id < 1 or not SCORE_MIN <= score <= SCORE_MAX:
+        return None
+    return visit_id, score
 
 
 async def _visit(session: AsyncSession, member_id: int, visit_id: int | None) -> Visit:

@@ -41,7 +41,7 @@ from domain.shop import ShopConfig
 from scheduler import outbox
 from scheduler.outbox import Intent
 from scheduler.ruleconfig import CouponSpec, Rule, load_rules
-from scheduler.selectors import Candidate, Env, Query, load_env, queries_for
+from scheduler.selectors import Candidate, CandidateQuery, ChainDay, load_chain_day, queries_for
 
 __all__ = ["Planned", "Rule", "RuleRun", "RunSummary", "load_rules", "plan", "run"]
 
@@ -127,14 +127,14 @@ async def _reading(db_or_session: Database | AsyncSession) -> AsyncIterator[Asyn
 
 
 async def _chunks(
-    session: AsyncSession, queries: Iterable[Query], stats: RuleRun | None = None
+    session: AsyncSession, queries: Iterable[CandidateQuery], stats: RuleRun | None = None
 ) -> AsyncIterator[list[Candidate]]:
     """The rule's candidates in chunks of about CHUNK, streamed (never all rows in memory)."""
     for query in queries:
         started = time.perf_counter()
         result = await session.stream(query.statement.execution_options(yield_per=CHUNK))
         async for rows in result.partitions(CHUNK):
-            chunk = [candidate for row in rows for candidate in query.rows(row)]
+            chunk = [candidate for row in rows for candidate in query.to_candidates(row)]
             if stats is not None:
                 stats.select_seconds += time.perf_counter() - started
             yield chunk
@@ -143,7 +143,7 @@ async def _chunks(
             stats.select_seconds += time.perf_counter() - started
 
 
-def _intent(rule: Rule, candidate: Candidate, env: Env, context: dict[str, Any]) -> Intent:
+def _intent(rule: Rule, candidate: Candidate, chain: ChainDay, context: dict[str, Any]) -> Intent:
     return Intent(
         member_id=candidate.member_id,
         rule=rule.key,
@@ -151,7 +151,7 @@ def _intent(rule: Rule, candidate: Candidate, env: Env, context: dict[str, Any])
         category=rule.category,
         template_key=rule.template,
         locale=candidate.locale,
-        not_before=candidate.not_before or env.not_before,
+        not_before=candidate.not_before or chain.not_before,
         context=context,
         body=None,
     )
@@ -202,12 +202,12 @@ async def plan(
     the messages shown per rule; messages already queued are included, marked `queued`."""
     renderer = Renderer()
     async with _reading(db_or_session) as session:
-        env = await load_env(session, day, now or utcnow(), config.zone)
+        chain = await load_chain_day(session, day, now or utcnow(), config.zone)
         for chosen in _chosen(rules, rule):
             shown = 0
-            queries = await queries_for(session, chosen, env)
+            queries = await queries_for(session, chosen, chain)
             async for chunk in _chunks(session, queries):
-                for planned in await _preview_chunk(session, chosen, env, chunk, renderer):
+                for planned in await _preview_chunk(session, chosen, chain, chunk, renderer):
                     yield planned
                     shown += 1
                     if limit is not None and shown >= limit:
@@ -217,9 +217,9 @@ async def plan(
 
 
 async def _preview_chunk(
-    session: AsyncSession, rule: Rule, env: Env, chunk: list[Candidate], renderer: Renderer
+    session: AsyncSession, rule: Rule, chain: ChainDay, chunk: list[Candidate], renderer: Renderer
 ) -> list[Planned]:
-    intents = [_intent(rule, c, env, c.context) for c in chunk]
+    intents = [_intent(rule, c, chain, c.context) for c in chunk]
     keys = [i.idempotency_key for i in intents]
     queued = await _existing(session, OutboxMessage, OutboxMessage.idempotency_key, keys)
     issued = {}
@@ -230,7 +230,7 @@ async def _preview_chunk(
         key = intent.idempotency_key
         found = issued.get(_coupon_key(key))
         code = found.code if found is not None else PENDING_CODE  # not issued by a preview
-        context, body, error = _message(renderer, rule, env, candidate, code)
+        context, body, error = _message(renderer, rule, chain, candidate, code)
         planned.append(
             Planned(
                 rule=rule.key,
@@ -254,7 +254,7 @@ async def _preview_chunk(
 def _message(
     renderer: Renderer,
     rule: Rule,
-    env: Env,
+    chain: ChainDay,
     candidate: Candidate,
     coupon_code: str | None,
 ) -> tuple[dict[str, Any], str, str | None]:
@@ -265,7 +265,7 @@ def _message(
     if spec is not None:
         if coupon_code is None:
             raise LookupError(f"rule {rule.key}: no coupon issued for {candidate.occurrence}")
-        coupon = coupon_context(spec, coupon_code, candidate.locale, env.day)
+        coupon = coupon_context(spec, coupon_code, candidate.locale, chain.day)
         context = {**context, "coupon": coupon}
     body, error = _render(renderer, rule, candidate, context)
     return context, body, error
@@ -296,16 +296,16 @@ async def run(
     renderer = Renderer()
     summary = RunSummary(day=day)
     async with db.read() as session:
-        env = await load_env(session, day, now, config.zone)
+        chain = await load_chain_day(session, day, now, config.zone)
         for chosen in _chosen(rules, rule):
             stats = RuleRun(chosen.key)
             summary.rules.append(stats)
-            queries = await queries_for(session, chosen, env)
+            queries = await queries_for(session, chosen, chain)
             async for chunk in _chunks(session, queries, stats):
                 stats.selected += len(chunk)
                 started = time.perf_counter()
                 async with db.transaction() as tx:
-                    await _write_chunk(tx, chosen, env, chunk, renderer, stats)
+                    await _write_chunk(tx, chosen, chain, chunk, renderer, stats)
                 stats.write_seconds += time.perf_counter() - started
             # Render time was measured inside the writes; keep the two apart.
             stats.write_seconds -= stats.render_seconds
@@ -324,7 +324,7 @@ async def run(
 async def _write_chunk(
     session: AsyncSession,
     rule: Rule,
-    env: Env,
+    chain: ChainDay,
     chunk: list[Candidate],
     renderer: Renderer,
     stats: RuleRun,
@@ -333,13 +333,13 @@ async def _write_chunk(
     transaction, keyed by the message), render, insert."""
     fresh: dict[str, tuple[Candidate, Intent]] = {}
     for candidate in chunk:
-        intent = _intent(rule, candidate, env, candidate.context)
+        intent = _intent(rule, candidate, chain, candidate.context)
         fresh.setdefault(intent.idempotency_key, (candidate, intent))
     queued = await _existing(session, OutboxMessage, OutboxMessage.idempotency_key, list(fresh))
     stats.already += len(chunk) - len(fresh) + len(queued)
     todo = [(key, c, i) for key, (c, i) in fresh.items() if key not in queued]
     wanted = [
-        _coupon_request(rule, spec, c, key, env.day)
+        _coupon_request(rule, spec, c, key, chain.day)
         for key, c, _ in todo
         if (spec := _spec(rule, c)) is not None
     ]
@@ -350,7 +350,7 @@ async def _write_chunk(
     for key, candidate, intent in todo:
         found = issued.get(_coupon_key(key))
         code = found.code if found is not None else None
-        context, body, error = _message(renderer, rule, env, candidate, code)
+        context, body, error = _message(renderer, rule, chain, candidate, code)
         if error is not None:
             stats.failed += 1
             continue

@@ -231,6 +231,27 @@ async def open_list(db: Database, store_id: int | None = None) -> list[feedback.
         return await feedback.open_complaints(session, store_id=store_id)
 
 
+def test_score_buttons_read_back_as_they_were_written() -> None:
+    """The survey the scheduler sends and the chat that reads the tap share one format."""
+    rows = feedback.score_buttons(4711)
+    assert [[label for label, _ in row] for row in rows] == [
+        [str(n) for n in range(6)],
+        [str(n) for n in range(6, 11)],
+    ]
+    for label, data in (button for row in rows for button in row):
+        assert data == f"feedback:score:4711:{label}"
+        assert feedback.read_score_button(data.split(":")[2:]) == (4711, int(label))
+    for forged in (
+        ["4711"],
+        ["4711", "11"],
+        ["0", "9"],
+        ["4711", "+9"],
+        ["x", "9"],
+        ["1", "2", "3"],
+    ):
+        assert feedback.read_score_button(forged) is None
+
+
 async def test_complaint_text_is_checked(db: Database) -> None:
     s = await shop(db)
     for body in ("", "   \n ", "差" * 1001):

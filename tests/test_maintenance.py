@@ -1,13 +1,17 @@
 """A member's own view of when each car is next due for maintenance agrees with the daily
-maintenance reminders: the car the reminders pick on a day is due on that day here too."""
+maintenance reminders: the car the reminders pick on a day is due on that day here too, and the
+set-based SQL beside the Python rule in domain.maintenance picks what the Python rule names."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from test_rules import DAY, build_chain
 
-from db.models import Service
+from db.models import Service, Vehicle
 from db.session import Database
 from domain import maintenance
 from domain.shop import ShopConfig
@@ -57,3 +61,46 @@ async def test_agrees_with_the_reminders(db: Database, shop_config: ShopConfig) 
     [overdue] = earlier[chain.cars["km_car_2"]]
     assert overdue.due_on < DAY - timedelta(days=1) and overdue.by == "mileage"
     assert all(dues == [] for dues in nothing.values())
+
+
+async def test_the_sql_picks_the_cars_the_python_rule_says_are_due(
+    db: Database, shop_config: ShopConfig
+) -> None:
+    chain = await build_chain(db, shop_config)
+    async with db.read() as session:
+        picked = await picked_by_sql(session, DAY)
+        named: set[tuple[int, str, str]] = set()
+        for member_id in chain.ids.values():
+            for car, dues in (await maintenance.next_due(session, member_id)).items():
+                named |= {(car, due.service_code, due.by) for due in dues if due.due_on == DAY}
+    expected = {
+        (chain.cars["time_car"], "oil_service", "time"),
+        (chain.cars["km_car"], "oil_service", "mileage"),
+    }
+    assert picked == named == expected
+
+
+async def picked_by_sql(session: AsyncSession, day: date) -> set[tuple[int, str, str]]:
+    """(car, service, by) of every car the reminders' statements find due on `day`."""
+    dialect = session.bind.dialect.name
+    car = [Vehicle.id.label("vehicle_id")]
+    picked: set[tuple[int, str, str]] = set()
+    for service in (await session.scalars(select(Service).where(Service.active))).all():
+        statements: list[tuple[str, Select[Any] | None]] = []
+        if service.interval_months:
+            by_time = maintenance.due_by_time(
+                car, service.code, service.interval_months,
+                day=day, catch_up_days=0, dialect=dialect,
+            )  # fmt: skip
+            statements.append(("time", by_time))
+        if service.interval_km:
+            by_km = maintenance.due_by_mileage(
+                car, service.code, service.interval_km, service.interval_months,
+                day=day, catch_up_days=0, min_span_days=30, dialect=dialect,
+            )  # fmt: skip
+            statements.append(("mileage", by_km))
+        for by, statement in statements:
+            if statement is not None:
+                cars = (await session.scalars(statement)).all()
+                picked |= {(vehicle_id, service.code, by) for vehicle_id in cars}
+    return picked

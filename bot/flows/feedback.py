@@ -1,10 +1,11 @@
 """Telling the chain how it went: the 0-10 survey about the latest visit (with an optional
 comment) and complaints that staff answer.
 
-Score buttons carry everything they need, `feedback:score:<visit_id>:<score>`, so the survey
-the scheduler sends after a visit works in a chat with no saved state. Their arguments are
-never trusted: a visit that is not the member's, a score outside 0-10 or anything not a number
-is a stale button and writes nothing.
+Score buttons carry everything they need, `feedback:score:<visit_id>:<score>` (written and read
+by `domain.feedback`, which the scheduler's survey shares), so the survey the scheduler sends
+after a visit works in a chat with no saved state. Their arguments are never trusted: a visit
+that is not the member's, a score outside 0-10 or anything not a number is a stale button and
+writes nothing.
 
 After a score, and after asking for a complaint, the chat waits for words: the next free text
 is the comment or the complaint. Free text that names an intent (积分, 取消, menu) is not taken
@@ -13,7 +14,6 @@ as words: the wait ends and the chat answers that intent instead.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,35 +28,13 @@ from domain.outgoing import Button, Reply
 
 NAME = "feedback"
 AWAIT_COMMENT, AWAIT_COMPLAINT = "comment", "complaint"
-SCORE_DATA = NAME + ":score:{visit_id}:{score}"
-SCORE_ROWS = ((0, 1, 2, 3, 4, 5), (6, 7, 8, 9, 10))
-_NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 def score_buttons(visit_id: int) -> list[list[Button]]:
-    """The eleven answers, 0 to 10, in two rows that fit a phone screen. Digits read the same
-    in every language, so they need no label template."""
+    """The eleven answers, 0 to 10, in two rows that fit a phone screen."""
     return [
-        [Button(str(n), SCORE_DATA.format(visit_id=visit_id, score=n)) for n in row]
-        for row in SCORE_ROWS
+        [Button(label, data) for label, data in row] for row in feedback.score_buttons(visit_id)
     ]
-
-
-def _number(text: str) -> int:
-    if not _NUMBER.fullmatch(text):
-        raise Stale("not a number")
-    return int(text)
-
-
-def _score_args(args: Sequence[str]) -> tuple[int, int]:
-    """(visit id, score) from button arguments, or Stale for anything a real button never
-    carries."""
-    if len(args) != 2:
-        raise Stale("a score button carries a visit and a score")
-    visit_id, score = _number(args[0]), _number(args[1])
-    if visit_id < 1 or not feedback.SCORE_MIN <= score <= feedback.SCORE_MAX:
-        raise Stale("score button out of range")
-    return visit_id, score
 
 
 async def survey(turn: Turn, _args: Sequence[str]) -> list[Reply]:
@@ -74,7 +52,10 @@ async def survey(turn: Turn, _args: Sequence[str]) -> list[Reply]:
 async def score(turn: Turn, args: Sequence[str]) -> list[Reply]:
     """Record the tapped score, then offer to hear more. A second tap on any score of a rated
     visit keeps the first answer and says so."""
-    visit_id, value = _score_args(args)
+    pressed = feedback.read_score_button(args)
+    if pressed is None:
+        raise Stale("not a score button's visit and score")
+    visit_id, value = pressed
     try:
         async with turn.write() as session:
             rating = await feedback.rate_visit(
