@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from churn_sim import SimMember, SimOptions, simulate, truly_gone
 from scipy import stats
 from sqlalchemy import insert, select
 from typer.testing import CliRunner
@@ -27,6 +26,7 @@ from domain.btyd import fit_bgnbd, fit_pareto_nbd
 from domain.churn import ChurnConfig, History
 from memberbot.segmentsview import COLUMNS, segments_app
 from memberbot.settings import get_settings
+from tests.support.churn_sim import SimMember, SimOptions, simulate, truly_gone
 
 AS_OF = date(2026, 3, 31)
 HORIZON = 180

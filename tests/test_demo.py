@@ -541,7 +541,8 @@ async def test_demo_refuses_a_database_with_a_shop_of_its_own(
 
 @pytest.fixture
 async def empty_postgres() -> AsyncIterator[str]:
-    conftest = pytest.importorskip("conftest")
+    from tests import conftest
+
     if not conftest.POSTGRES_URL:
         pytest.skip(conftest.SKIP_PG)
     name = f"memberbot_demo_{uuid.uuid4().hex[:10]}"

@@ -14,7 +14,6 @@ from datetime import time as clock_time
 from typing import Any
 
 import pytest
-from botapi_server import BotApiServer
 from sqlalchemy import select, update
 
 from bot.channels.telegram import TelegramSender
@@ -31,6 +30,7 @@ from scheduler.dispatch import (
     QuietHours,
 )
 from scheduler.outbox import Intent, OutboxReason
+from tests.support.botapi_server import BotApiServer
 
 # 11:00 in Shanghai: outside the default quiet hours (21:00-09:00).
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)

@@ -14,7 +14,6 @@ import typer
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from botapi_server import BotApiServer
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -31,6 +30,7 @@ from memberbot.runtime import Runtime
 from memberbot.settings import Settings
 from scheduler import jobs, outbox
 from scheduler.outbox import Intent
+from tests.support.botapi_server import BotApiServer
 
 
 def runtime(db: Database, config: ShopConfig, **settings: object) -> Runtime:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from test_rules import DAY, build_chain
-
 from db.models import Service
 from db.session import Database
 from domain import maintenance
 from domain.shop import ShopConfig
+from tests.support.rules_chain import DAY, build_chain
 
 OIL = Service(
     code="oil_service",

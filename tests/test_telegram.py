@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-from botapi_server import BotApiServer, SentMessage
 from sqlalchemy import select
 from starlette.applications import Starlette
 from telegram.ext import Application
@@ -36,6 +35,7 @@ from domain.outgoing import BLOCKED, FAILED, RETRY, SENT, Button, Reply
 from domain.shop import ShopConfig
 from memberbot import app
 from memberbot.settings import Settings
+from tests.support.botapi_server import BotApiServer, SentMessage
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, a Tuesday
 PHONE = "13812345678"
