@@ -432,6 +432,7 @@ async def _cli_shop(url: str) -> tuple[int, int, int]:
         await database.dispose()
 
 
+@pytest.mark.db
 def test_complaints_cli_lists_and_answers(complaints_cli: Path) -> None:
     complaint_id, clerk, east_clerk = asyncio.run(
         _cli_shop(f"sqlite+aiosqlite:///{complaints_cli}")

@@ -620,6 +620,7 @@ async def test_sql_points_and_expiry_equal_the_python_rules(db: Database) -> Non
 # ---------------------------------------------------------------- the command
 
 
+@pytest.mark.db
 def test_memberbot_import_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MEMBERBOT_DATABASE_URL", "sqlite+aiosqlite:///shop.db")

@@ -155,6 +155,7 @@ async def test_stopping_lets_the_dispatch_in_progress_finish(
     assert len(sent) == 60
 
 
+@pytest.mark.db
 def test_outbox_status_counts_and_unreachable_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shop_config: ShopConfig
 ) -> None:

@@ -327,6 +327,7 @@ def table_counts(path: Path) -> dict[str, int]:
         }
 
 
+@pytest.mark.db
 def test_cli_preview_writes_nothing_and_run_queues_once(shop_db: Path) -> None:
     runner = CliRunner()
     before = table_counts(shop_db)

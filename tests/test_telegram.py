@@ -473,6 +473,7 @@ async def _until_serving(
     raise AssertionError(f"{url} never answered")
 
 
+@pytest.mark.db
 async def test_serve_polls_and_reports_health_until_stopped(
     tmp_path: Path, server: BotApiServer
 ) -> None:
@@ -498,6 +499,7 @@ async def test_serve_polls_and_reports_health_until_stopped(
     assert server.my_commands and server.calls["getUpdates"] > 0
 
 
+@pytest.mark.db
 async def test_serve_in_webhook_mode_takes_updates_on_its_port(
     tmp_path: Path, server: BotApiServer
 ) -> None:
