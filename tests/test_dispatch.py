@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from datetime import time as clock_time
 from typing import Any
 
 import pytest
@@ -26,8 +25,6 @@ from scheduler.dispatch import (
     ChannelLimits,
     Dispatcher,
     DispatchPolicy,
-    Pacer,
-    QuietHours,
 )
 from scheduler.outbox import Intent, OutboxReason
 from tests.support.botapi_server import BotApiServer
@@ -110,20 +107,6 @@ async def row(db: Database, message_id: int) -> OutboxMessage:
 
 def texts(server: BotApiServer, chat: int) -> list[str]:
     return [message.text for message in server.sent_to(chat)]
-
-
-async def test_quiet_hours_parse_and_end() -> None:
-    quiet = QuietHours.parse("21:00-09:00")
-    assert quiet == QuietHours(clock_time(21), clock_time(9))
-    assert QuietHours.parse("off") is None and QuietHours.parse("") is None
-    with pytest.raises(ValueError):
-        QuietHours.parse("9pm to 9am")
-    assert quiet.contains(clock_time(23, 30)) and quiet.contains(clock_time(8, 59))
-    assert not quiet.contains(clock_time(9)) and not quiet.contains(clock_time(20, 59))
-    lunch = QuietHours.parse("12:00-13:30")
-    assert (
-        lunch is not None and lunch.contains(clock_time(13)) and not lunch.contains(clock_time(14))
-    )
 
 
 async def test_revive_turns_iso_strings_back_into_dates() -> None:
@@ -510,17 +493,3 @@ async def test_a_rule_can_say_whether_quiet_hours_hold_its_messages(
     assert (summary.sent, summary.deferred) == (1, 1)
     assert (await row(db, urgent)).status == outbox.SENT
     assert (await row(db, patient)).status == outbox.PENDING
-
-
-async def test_chat_replies_use_up_the_reminders_budget() -> None:
-    clock = [100.0]
-    pacer = Pacer(ChannelLimits(per_second=3, chat_interval=1.0), monotonic=lambda: clock[0])
-    for chat in ("a", "b", "c"):  # three replies the chat just sent on the same bot
-        pacer.note(chat)
-    started = asyncio.get_running_loop().time()
-    task = asyncio.create_task(pacer.wait_turn("d"))
-    await asyncio.sleep(0.05)
-    assert not task.done()  # the window is full: a reminder must wait
-    clock[0] += 1.1
-    await asyncio.wait_for(task, 2)
-    assert asyncio.get_running_loop().time() - started < 2
