@@ -4,6 +4,7 @@ logistic regression the model is fitted with. (BG/NBD and Pareto/NBD: tests/test
 
 from __future__ import annotations
 
+import sys
 from datetime import date, timedelta
 
 import numpy as np
@@ -14,6 +15,7 @@ from domain import churn
 from domain.segments import FALLBACK_CADENCE_DAYS, MIN_CADENCE_DAYS
 
 AS_OF = date(2026, 6, 1)
+model = sys.modules[churn.train.__module__]  # the module of the model's arithmetic
 
 
 def every(first: date, gap_days: int, count: int) -> list[tuple[date, int, int | None]]:
@@ -48,7 +50,7 @@ def test_came_back_means_a_visit_after_the_earlier_day_and_by_the_later() -> Non
     visits = [returned, stayed_away, returned_too_late]
     then = churn.history_from_visits([1, 2, 3], visits, date(2025, 12, 1))
     now = churn.history_from_visits([1, 2, 3], visits, AS_OF)
-    assert churn.came_back_by(then, now).tolist() == [True, False, False]
+    assert model.came_back_by(then, now).tolist() == [True, False, False]
 
 
 def test_a_members_own_rhythm_and_the_chains() -> None:
@@ -59,11 +61,11 @@ def test_a_members_own_rhythm_and_the_chains() -> None:
         every(date(2026, 5, 1), 3, 2),  # twice in one week
     ]
     hist = churn.history_from_visits([1, 2, 3, 4], visits, AS_OF)
-    chain = churn.chain_cadence(hist)
+    chain = model.chain_cadence(hist)
     assert chain == 20.0  # the median of 20, 40 and 3 days
-    assert churn.own_cadence(hist, chain).tolist() == [20.0, 40.0, 20.0, MIN_CADENCE_DAYS]
+    assert model.own_cadence(hist, chain).tolist() == [20.0, 40.0, 20.0, MIN_CADENCE_DAYS]
     nobody_came_twice = churn.history_from_visits([1], [visits[2]], AS_OF)
-    assert churn.chain_cadence(nobody_came_twice) == FALLBACK_CADENCE_DAYS
+    assert model.chain_cadence(nobody_came_twice) == FALLBACK_CADENCE_DAYS
 
 
 def test_the_regression_recovers_the_weights_that_made_the_data() -> None:
@@ -71,13 +73,13 @@ def test_the_regression_recovers_the_weights_that_made_the_data() -> None:
     x = rng.normal(size=(20_000, 2))
     truth = np.array([-0.5, 1.5, -2.0])  # intercept, then one weight per feature
     y = (rng.random(len(x)) < expit(truth[0] + x @ truth[1:])).astype(np.float64)
-    assert churn.fit_logistic(x, y, l2=1e-3) == pytest.approx(truth, abs=0.1)
+    assert model.fit_logistic(x, y, l2=1e-3) == pytest.approx(truth, abs=0.1)
 
 
 def test_a_feature_constant_in_a_small_shop_learns_nothing_and_breaks_nothing() -> None:
     spend = np.linspace(-1.0, 1.0, 40)
     x = np.column_stack([spend, np.ones(40)])  # the second feature is the same for everyone
     y = (spend > 0.5).astype(np.float64)  # separable, as a tiny shop's data can be
-    intercept, weight, constant = churn.fit_logistic(x, y, l2=1.0)
+    intercept, weight, constant = model.fit_logistic(x, y, l2=1.0)
     assert np.isfinite([intercept, weight, constant]).all()
     assert weight > 0 and abs(constant) < 1e-6

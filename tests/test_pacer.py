@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 from typing import Any
 
 import pytest
 
-from scheduler import dispatch
 from scheduler.dispatch import ChannelLimits, Pacer
 
 START = 1_000.0
@@ -45,7 +45,8 @@ class _AsyncioWithVirtualSleep:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualTime:
     time = VirtualTime()
-    monkeypatch.setattr(dispatch, "asyncio", _AsyncioWithVirtualSleep(time.sleep))
+    pacer_module = sys.modules[Pacer.__module__]  # where the pacer looks up asyncio.sleep
+    monkeypatch.setattr(pacer_module, "asyncio", _AsyncioWithVirtualSleep(time.sleep))
     return time
 
 
