@@ -7,7 +7,7 @@ an update is handed to the bot in getUpdates to the moment its sendMessage reply
 Everything but the internet is real: python-telegram-bot's Application built by
 `bot.channels.telegram.build_application` (its rate limiter, per-chat update processor and
 long polling), the conversation core, the domain and the database, against the local Bot API
-server of the tests (`tests/botapi_server.py`) with flood limits off. That server runs in a
+server of the tests (`tests/support/botapi_server.py`) with flood limits off. That server runs in a
 process of its own (`bench.botapi_process`), as Telegram is another machine: its HTTP and JSON
 work is not the bot's, and `--profile` and the CPU per update cover the bot's process only. The
 members and their points ledgers are bench_balance's generator (same density: 25 ledger lines

@@ -21,9 +21,9 @@ Data sets:
     to 1997-09-30, 39 weeks of holdout, as in Fader, Hardie & Lee (2005). The trained model's
     label horizon must fit inside the calibration period (the cohort first bought in Q1 1997),
     so it is trained with H = 91 days (features as of 1997-07-01).
-(b) A simulated chain (tests/churn_sim.py) with latent drop-out days, so AUC is also reported
-    against the truth ("had dropped out by the as-of day"); once with satisfaction driving
-    drop-out and once without.
+(b) A simulated chain (tests/support/churn_sim.py) with latent drop-out days, so AUC is also
+    reported against the truth ("had dropped out by the as-of day"); once with satisfaction
+    driving drop-out and once without.
 (c) The demo chain (memberbot.demo.generator), held out for its last 180 days.
 
 Scale (--members N, default 1,000,000): a SQLite file of simulated members and visits written
@@ -61,7 +61,7 @@ from domain.shop import load_shop_config
 from memberbot.demo import DEFAULT_SEED
 from memberbot.demo.generator import generate
 from memberbot.runtime import prepare
-from tests.churn_sim import SimOptions, simulate, truly_gone
+from tests.support.churn_sim import SimOptions, simulate, truly_gone
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 CDNOW_END = date(1997, 9, 30)

@@ -38,8 +38,8 @@ from memberbot.runtime import prepare
 from memberbot.settings import Settings
 from scheduler import outbox
 from scheduler.dispatch import Dispatcher, DispatchSummary
-from tests.botapi_server import BotApiServer
-from tests.dispatch_worker import dispatch_until_sent, fill
+from tests.support.botapi_server import BotApiServer
+from tests.support.dispatch_worker import dispatch_until_sent, fill
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 DEFAULT_URL = f"sqlite+aiosqlite:///{OUT_DIR / 'bench_dispatch.db'}"

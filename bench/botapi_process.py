@@ -1,4 +1,4 @@
-"""The local Bot API server of the tests (`tests/botapi_server.py`) in a process of its own.
+"""The local Bot API server of the tests (`tests/support/botapi_server.py`) in a process of its own.
 
 In production the Bot API server is another machine. Served inside the bot's own process, its
 HTTP and JSON work (uvicorn, h11, starlette) would share the bot's core and GIL and be measured
@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from types import TracebackType
 
-from tests.botapi_server import BotApiServer, SentMessage
+from tests.support.botapi_server import BotApiServer, SentMessage
 
 START_TIMEOUT = 30.0
 

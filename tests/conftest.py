@@ -1,6 +1,11 @@
 """Test databases: every `db` test runs on SQLite and, when MEMBERBOT_TEST_POSTGRES_URL is set,
 on a real PostgreSQL too. Each test gets a fresh database copied from one migrated template, so
-the migrations are what the tests exercise, not `create_all`."""
+the migrations are what the tests exercise, not `create_all`.
+
+Every test that uses a database carries the `db` marker: given here to each test whose
+fixtures include `db` or a template, and set by hand (`pytestmark = pytest.mark.db`) in files
+whose tests build a database of their own. `pytest -m "not db"` runs the rest, the pure logic,
+in seconds."""
 
 from __future__ import annotations
 
@@ -29,6 +34,14 @@ BACKENDS = [
     "sqlite",
     pytest.param("postgres", marks=pytest.mark.skipif(not POSTGRES_URL, reason=SKIP_PG)),
 ]
+# A test that asks for any of these uses a database.
+DATABASE_FIXTURES = frozenset({"db", "sqlite_template", "postgres_template"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
 
 
 def run_blocking(coro: Any) -> Any:

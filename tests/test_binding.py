@@ -13,18 +13,12 @@ from sqlmodel import SQLModel
 
 from db.models import AuditLog, ChatBinding, InviteCode, Member
 from db.session import Database
-from domain import binding, members
+from domain import binding
 from domain.errors import InvalidInput, InviteInvalid, NotFound, TooManyAttempts
+from tests.support.builders import new_member
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 TG = "telegram"
-
-
-async def new_member(db: Database, ref: str, phone: str | None = "13812345678") -> int:
-    async with db.transaction() as session:
-        member = await members.create(session, member_ref=ref, name="王先生", phone=phone)
-        assert member.id is not None
-        return member.id
 
 
 async def invite(db: Database, member_id: int, now: datetime = NOW, ttl: int = 60) -> str:

@@ -12,11 +12,12 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from db.models import AuditLog, Booking, Store, Vehicle
+from db.models import AuditLog, Booking
 from db.session import Database
-from domain import bookings, members
+from domain import bookings
 from domain.errors import BookingUnavailable, NotFound
 from domain.shop import BookingConfig, BookingRules, load_shop_config
+from tests.support.builders import add_car, main_store, new_members
 
 RULES = BookingRules()
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -26,28 +27,6 @@ MON, TUE, SUN = date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 8)
 
 def local(day: date, hh: int, mm: int = 0) -> datetime:
     return datetime.combine(day, time(hh, mm), tzinfo=SHANGHAI)
-
-
-async def main_store(db: Database, **changes: object) -> int:
-    async with db.transaction() as session:
-        store = await session.scalar(select(Store).where(Store.code == "main"))
-        assert store is not None and store.id is not None
-        for name, value in changes.items():
-            setattr(store, name, value)
-        session.add(store)
-        return store.id
-
-
-async def new_members(db: Database, count: int) -> list[int]:
-    async with db.transaction() as session:
-        ids = []
-        for n in range(count):
-            member = await members.create(
-                session, member_ref=f"M{n}", name=f"车主{n}", phone=f"1381234{n:04d}"
-            )
-            assert member.id is not None
-            ids.append(member.id)
-        return ids
 
 
 async def book(
@@ -158,11 +137,7 @@ async def test_closed_day_and_other_members_car_are_refused(db: Database) -> Non
     with pytest.raises(BookingUnavailable) as caught:
         await book(db, owner, store_id, "wash", local(TUE, 10))
     assert caught.value.reason == "store_closed"
-    async with db.transaction() as session:
-        car = Vehicle(member_id=other, plate="沪A12345")
-        session.add(car)
-        await session.flush()
-        car_id = car.id
+    car_id = await add_car(db, other, "沪A12345")
     with pytest.raises(BookingUnavailable) as caught:
         await book(db, owner, store_id, "wash", local(MON, 10), vehicle_id=car_id)
     assert caught.value.reason == "not_your_car"

@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from botapi_server import BotApiServer
 from telegram import (
     Bot,
     BotCommand,
@@ -24,6 +23,8 @@ from telegram import (
 from telegram.error import BadRequest, Conflict, Forbidden, InvalidToken, RetryAfter
 from telegram.ext import AIORateLimiter, ApplicationBuilder, CommandHandler, ContextTypes
 from telegram.warnings import PTBDeprecationWarning
+
+from tests.support.botapi_server import BotApiServer
 
 CHAT = 7001
 

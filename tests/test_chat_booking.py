@@ -14,12 +14,13 @@ from sqlalchemy import select
 
 from bot.conversation import BUTTON, COMMAND, TEXT, Chat, Event
 from bot.flows import account, booking
-from db.models import Booking, Store, Vehicle
+from db.models import Booking, Vehicle
 from db.session import Database
-from domain import binding, members
+from domain import binding
 from domain.messages import TEMPLATES_DIR
 from domain.outgoing import Button, Reply
 from domain.shop import ShopConfig
+from tests.support.builders import add_car, add_store, link_chat, main_store, new_member
 
 NOW = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # Tuesday 09:00 in Shanghai
 WED, THU = date(2026, 12, 2), date(2026, 12, 3)
@@ -40,32 +41,14 @@ def make_chat(db: Database, config: ShopConfig, clock: Clock | None = None) -> C
     return Chat(db, config, flows=[account.FLOW, booking.FLOW], clock=clock or Clock())
 
 
-async def new_member(
-    db: Database, ref: str, phone: str, plates: tuple[str, ...] = (), locale: str = "zh_CN"
-) -> int:
-    async with db.transaction() as session:
-        member = await members.create(
-            session, member_ref=ref, name="王先生", phone=phone, locale=locale
-        )
-        assert member.id is not None
-        for plate in plates:
-            session.add(Vehicle(member_id=member.id, plate=plate, make="大众", model="帕萨特"))
-        return member.id
-
-
-async def bind(chat: Chat, db: Database, member_id: int, address: str) -> None:
-    async with db.transaction() as session:
-        code = await binding.create_invite(session, member_id, NOW, actor="staff:1")
-    replies = await chat.handle(Event(TG, address, COMMAND, command="start", text=code))
-    assert "绑定成功" in replies[0].text or "linked" in replies[0].text.lower()
-
-
 async def member_chat(
     chat: Chat, db: Database, n: int, plates: tuple[str, ...] = (), locale: str = "zh_CN"
 ) -> tuple[int, str]:
-    member_id = await new_member(db, f"M{n}", f"1381234{n:04d}", plates, locale)
+    member_id = await new_member(db, f"M{n}", f"1381234{n:04d}", locale=locale)
+    for plate in plates:
+        await add_car(db, member_id, plate, make="大众", model="帕萨特")
     address = str(1000 + n)
-    await bind(chat, db, member_id, address)
+    await link_chat(chat, member_id, address)
     return member_id, address
 
 
@@ -116,25 +99,6 @@ async def rows(db: Database, **where: object) -> list[Booking]:
         return list((await session.scalars(query)).all())
 
 
-async def store_id(db: Database, code: str = "main") -> int:
-    async with db.read() as session:
-        found = await session.scalar(select(Store.id).where(Store.code == code))
-    assert found is not None
-    return found
-
-
-async def add_store(db: Database, code: str, name: str, timezone: str, bays: int = 1) -> int:
-    hours = {day: ["09:00-18:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat")}
-    async with db.transaction() as session:
-        store = Store(
-            code=code, name=name, timezone=timezone, bays=bays, opening_hours=hours, address="一号"
-        )
-        session.add(store)
-        await session.flush()
-        assert store.id is not None
-        return store.id
-
-
 def shanghai(day: date, hh: int, mm: int = 0) -> datetime:
     """A Shanghai wall-clock time as the UTC instant the database keeps."""
     return datetime(day.year, day.month, day.day, hh, mm, tzinfo=UTC) - timedelta(hours=8)
@@ -176,7 +140,7 @@ async def test_a_member_books_a_slot_step_by_step(db: Database, shop_config: Sho
 
     (done,) = await tap(chat, address, summary, "✅ 确认")
     (row,) = await rows(db)
-    assert row.member_id == member_id and row.store_id == await store_id(db)
+    assert row.member_id == member_id and row.store_id == await main_store(db)
     assert row.service_code == "wash" and row.status == "booked" and row.source == "chat"
     assert row.starts_at == datetime(2026, 12, 2, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
     assert row.ends_at - row.starts_at == timedelta(minutes=30)
@@ -247,7 +211,10 @@ async def test_a_restart_continues_a_half_finished_booking(
 async def test_another_store_in_its_own_time_zone_and_a_choice_of_cars(
     db: Database, shop_config: ShopConfig
 ) -> None:
-    tokyo = await add_store(db, "tokyo", "东京店", "Asia/Tokyo")
+    hours = {day: ["09:00-18:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat")}
+    tokyo = await add_store(
+        db, "tokyo", "东京店", timezone="Asia/Tokyo", opening_hours=hours, address="一号"
+    )
     chat = make_chat(db, shop_config)
     member_id, address = await member_chat(chat, db, 1, plates=("沪A12345", "沪B67890"))
 

@@ -13,12 +13,12 @@ from sqlalchemy import select
 
 from bot.conversation import Chat, Event
 from bot.flows import account, feedback
-from db.models import Complaint, ConversationState, Store, SurveyResponse, Visit
+from db.models import Complaint, ConversationState, SurveyResponse, Visit
 from db.session import Database
-from domain import binding, members, visits
 from domain.messages import LOCALES, TEMPLATES_DIR, Renderer
 from domain.outgoing import Reply
 from domain.shop import LoyaltyRules, ShopConfig
+from tests.support.builders import add_visit, link_chat, main_store, new_member
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
 TG = "telegram"
@@ -32,27 +32,11 @@ def chat(db: Database, shop_config: ShopConfig) -> Chat:
 async def member_with_visits(
     db: Database, ref: str, days: list[date], locale: str = "zh_CN"
 ) -> tuple[int, list[int]]:
-    async with db.transaction() as session:
-        store = await session.scalar(select(Store.id).where(Store.code == "main"))
-        member = await members.create(
-            session, member_ref=ref, name="王先生", phone=None, locale=locale
-        )
-        assert member.id is not None
-        ids = []
-        for day in days:
-            visit = await visits.record(session, member.id, day, 20_000, RULES, store_id=store)
-            assert visit.id is not None
-            ids.append(visit.id)
-    return member.id, ids
-
-
-async def bind(c: Chat, db: Database, member_id: int, address: str) -> None:
-    async with db.transaction() as session:
-        code = await binding.create_invite(session, member_id, NOW, actor="staff:1")
-    replies = await c.handle(Event(TG, address, "command", command="start", text=code))
-    async with db.read() as session:
-        bound = await binding.member_for(session, TG, address)
-    assert bound is not None and bound.id == member_id, replies
+    member_id = await new_member(db, ref, None, locale=locale)
+    store = await main_store(db)
+    return member_id, [
+        await add_visit(db, member_id, day, 20_000, RULES, store_id=store) for day in days
+    ]
 
 
 def text(address: str, words: str) -> Event:
@@ -101,7 +85,7 @@ async def test_survey_score_and_comment(db: Database, shop_config: ShopConfig) -
     member_id, (old, new) = await member_with_visits(
         db, "M1", [date(2026, 10, 1), date(2026, 11, 20)]
     )
-    await bind(c, db, member_id, "1001")
+    await link_chat(c, member_id, "1001")
 
     asked = await c.handle(command("1001", "survey"))
     assert "2026年11月20日" in said(asked) and "总店" in said(asked)
@@ -148,7 +132,7 @@ async def test_a_score_button_works_without_any_state(
     member_id, (old, _new) = await member_with_visits(
         db, "M1", [date(2026, 10, 1), date(2026, 11, 20)]
     )
-    await bind(c, db, member_id, "1001")
+    await link_chat(c, member_id, "1001")
     assert await state_of(db, "1001") is None
 
     thanked = await c.handle(press("1001", f"feedback:score:{old}:10"))
@@ -188,7 +172,7 @@ async def test_forged_score_buttons_write_nothing(
     c = chat(db, shop_config)
     member_id, (mine,) = await member_with_visits(db, "M1", [date(2026, 11, 20)])
     _other_member, (other,) = await member_with_visits(db, "M2", [date(2026, 11, 21)])
-    await bind(c, db, member_id, "1001")
+    await link_chat(c, member_id, "1001")
 
     replies = await c.handle(press("1001", forged.format(mine=mine, other=other)))
 
@@ -202,7 +186,7 @@ async def test_forged_score_buttons_write_nothing(
 async def test_no_visit_yet_gets_a_friendly_note(db: Database, shop_config: ShopConfig) -> None:
     c = chat(db, shop_config)
     member_id, _ = await member_with_visits(db, "M1", [])
-    await bind(c, db, member_id, "1001")
+    await link_chat(c, member_id, "1001")
     replies = await c.handle(press("1001", "go:survey"))
     assert "还没有查到您的到店服务记录" in said(replies)
     assert not any(data.startswith("feedback:") for data in buttons(replies))
@@ -214,7 +198,7 @@ async def test_a_menu_word_while_a_comment_is_awaited_is_not_a_comment(
 ) -> None:
     c = chat(db, shop_config)
     member_id, (visit,) = await member_with_visits(db, "M1", [date(2026, 11, 20)])
-    await bind(c, db, member_id, "1001")
+    await link_chat(c, member_id, "1001")
     await c.handle(press("1001", f"feedback:score:{visit}:8"))
     menu = await c.handle(text("1001", "菜单"))
     assert "请选择您需要的服务" in said(menu)
@@ -225,7 +209,7 @@ async def test_a_menu_word_while_a_comment_is_awaited_is_not_a_comment(
 async def test_complaint_by_keyword_then_free_text(db: Database, shop_config: ShopConfig) -> None:
     c = chat(db, shop_config)
     member_id, _ = await member_with_visits(db, "M1", [date(2026, 11, 20)])
-    await bind(c, db, member_id, "1001")
+    await link_chat(c, member_id, "1001")
 
     asked = await c.handle(text("1001", "投诉"))
     assert "请直接回复文字" in said(asked)
@@ -249,7 +233,7 @@ async def test_complaint_command_with_text_cancel_and_empty_text(
 ) -> None:
     c = chat(db, shop_config)
     member_id, _ = await member_with_visits(db, "M1", [])
-    await bind(c, db, member_id, "1001")
+    await link_chat(c, member_id, "1001")
 
     direct = await c.handle(command("1001", "complaint", "电话一直打不通"))
     assert "编号" in said(direct)
@@ -277,7 +261,7 @@ async def test_an_unbound_chat_is_told_how_to_bind(db: Database, shop_config: Sh
 async def test_the_flow_in_english(db: Database, shop_config: ShopConfig) -> None:
     c = chat(db, shop_config)
     member_id, (visit,) = await member_with_visits(db, "M1", [date(2026, 11, 20)], locale="en")
-    await bind(c, db, member_id, "1001")
+    await link_chat(c, member_id, "1001")
 
     asked = await c.handle(text("1001", "survey"))
     assert "Nov 20, 2026" in said(asked) and "recommend us" in said(asked)

@@ -16,9 +16,10 @@ from bot.flows import account, loyalty
 from bot.flows import rewards as rewards_flow
 from db.models import Coupon, PointsEntry, Vehicle
 from db.session import Database
-from domain import binding, coupons, members, points, punchcards, visits, wallet
+from domain import coupons, points, punchcards, visits, wallet
 from domain.outgoing import Reply
 from domain.shop import ShopConfig
+from tests.support.builders import add_visit, link_chat, new_member
 
 NOW = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 TODAY = date(2026, 3, 10)
@@ -38,34 +39,14 @@ def make_chat(db: Database, shop_config: ShopConfig) -> Chat:
     )
 
 
-async def visit(db: Database, member_id: int, day: date, yuan: int, config: ShopConfig) -> None:
-    async with db.transaction() as session:
-        await visits.record(session, member_id, day, yuan * 100, config.loyalty)
-
-
-async def bind(chat: Chat, db: Database, member_id: int, address: str) -> None:
-    async with db.transaction() as session:
-        code = await binding.create_invite(session, member_id, NOW, actor="staff:1")
-    replies = await chat.handle(Event(TG, address, COMMAND, command="start", text=code))
-    assert "绑定成功" in replies[0].text or "linked" in replies[0].text
-
-
-async def new_member(db: Database, ref: str, phone: str, locale: str = "zh_CN") -> int:
-    async with db.transaction() as session:
-        member = await members.create(
-            session, member_ref=ref, name="王先生", phone=phone, locale=locale
-        )
-        assert member.id is not None
-        return member.id
-
-
 async def rich_member(db: Database, chat: Chat, config: ShopConfig) -> Member:
     """2,600 points of which 300 lapse on 20 Mar 2026; Silver on ¥2,300 of rolling spend; a
     birthday coupon, ¥500 stored, a wash card with 9 of 10 left and one car."""
     member_id = await new_member(db, "M1", "13812345678")
-    await visit(db, member_id, date(2024, 3, 20), 300, config)  # expires 2026-03-20
-    await visit(db, member_id, date(2025, 6, 1), 1_500, config)
-    await visit(db, member_id, date(2026, 2, 1), 800, config)  # crosses ¥2,000: Silver
+    rules = config.loyalty
+    await add_visit(db, member_id, date(2024, 3, 20), 30_000, rules)  # expires 2026-03-20
+    await add_visit(db, member_id, date(2025, 6, 1), 150_000, rules)
+    await add_visit(db, member_id, date(2026, 2, 1), 80_000, rules)  # crosses ¥2,000: Silver
     async with db.transaction() as session:
         await coupons.issue(
             session,
@@ -101,7 +82,7 @@ async def rich_member(db: Database, chat: Chat, config: ShopConfig) -> Member:
                 inspection_due=date(2026, 9, 30),
             )
         )
-    await bind(chat, db, member_id, "1001")
+    await link_chat(chat, member_id, "1001")
     return Member(member_id, "1001")
 
 
@@ -205,8 +186,8 @@ async def test_top_tier_is_told_there_is_nothing_above(
     db: Database, chat: Chat, shop_config: ShopConfig
 ) -> None:
     member_id = await new_member(db, "M9", "13912345678", locale="en")
-    await visit(db, member_id, date(2026, 1, 5), 25_000, shop_config)
-    await bind(chat, db, member_id, "9009")
+    await add_visit(db, member_id, date(2026, 1, 5), 2_500_000, shop_config.loyalty)
+    await link_chat(chat, member_id, "9009")
     reply = only(await command(chat, "9009", "tier"))
     assert "You are a Diamond member" in reply.text and "Personal advisor" in reply.text
     assert "top tier" in reply.text and "more to reach" not in reply.text
@@ -232,7 +213,7 @@ async def test_no_coupons_is_friendly_and_points_to_rewards(
     db: Database, chat: Chat, shop_config: ShopConfig
 ) -> None:
     member_id = await new_member(db, "M2", "13912345678")
-    await bind(chat, db, member_id, "2002")
+    await link_chat(chat, member_id, "2002")
     reply = only(await command(chat, "2002", "coupons"))
     assert "还没有可用的优惠券" in reply.text
     assert "go:rewards" in data_of(reply)
@@ -350,8 +331,8 @@ async def test_forged_unknown_and_unaffordable_change_nothing(
     assert "按钮已经过期" in swapped.text
 
     poor_id = await new_member(db, "M3", "13712345678")
-    await visit(db, poor_id, date(2026, 3, 1), 200, shop_config)
-    await bind(chat, db, poor_id, "3003")
+    await add_visit(db, poor_id, date(2026, 3, 1), 20_000, shop_config.loyalty)
+    await link_chat(chat, poor_id, "3003")
     short = only(await press(chat, "3003", "rewards:pick:free_wash"))
     assert "需要 300 分，您现有 200 分，还差 100 分" in short.text
     assert not any(d.startswith("rewards:confirm") for d in data_of(short))
@@ -436,7 +417,7 @@ async def test_every_reply_renders_in_english(
     assert "already done" in again.text
 
     poor_id = await new_member(db, "M6", "13612345678", locale="en")
-    await bind(chat, db, poor_id, "6006")
+    await link_chat(chat, poor_id, "6006")
     short = only(await press(chat, "6006", "rewards:pick:oil_50"))
     assert "it costs 500 points and you have 0, so 500 more" in short.text
     assert "no coupons yet" in only(await command(chat, "6006", "coupons")).text
@@ -450,7 +431,7 @@ async def test_empty_member_gets_friendly_zero_states(
     db: Database, chat: Chat, shop_config: ShopConfig
 ) -> None:
     member_id = await new_member(db, "M5", "13512345678")
-    await bind(chat, db, member_id, "5005")
+    await link_chat(chat, member_id, "5005")
     assert "还没有可用积分" in only(await command(chat, "5005", "points")).text
     assert "还没有积分记录" in only(await command(chat, "5005", "history")).text
     assert "暂无可用的次卡" in only(await command(chat, "5005", "wallet")).text

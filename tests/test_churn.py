@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
-from churn_sim import SimMember, SimOptions, simulate, truly_gone
 from scipy import stats
 from sqlalchemy import insert, select
 from typer.testing import CliRunner
@@ -28,6 +27,7 @@ from domain.churn import ChurnConfig, History
 from memberbot.cli.segments import COLUMNS
 from memberbot.cli.segments import app as segments_app
 from memberbot.settings import get_settings
+from tests.support.churn_sim import SimMember, SimOptions, simulate, truly_gone
 
 AS_OF = date(2026, 3, 31)
 HORIZON = 180

@@ -15,6 +15,8 @@ import memberbot.cli
 from memberbot.cli import app
 from memberbot.settings import get_settings
 
+pytestmark = pytest.mark.db  # every test runs the CLI against a SQLite file of its own
+
 MEMBERS = "member_ref,name,phone,birthday,tags\nC-1,周先生,13812345678,1985-06-01,车队\n"
 VISITS = (
     "member_ref,visited_on,amount,services\n"

@@ -7,11 +7,12 @@ from datetime import UTC, date, datetime
 
 from rich.console import Console
 
-from db.models import Store, Vehicle
+from db.models import Store
 from db.session import Database
-from domain import bookings, members
+from domain import bookings
 from domain.shop import BookingRules
 from memberbot.cli.bookings import render_day, store_today
+from tests.support.builders import add_car, new_member
 
 NOW = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # Tuesday 09:00 in Shanghai
 WED = date(2026, 12, 2)
@@ -21,21 +22,6 @@ RULES = BookingRules()
 async def main_store(db: Database) -> Store:
     async with db.read() as session:
         return await bookings.store_by_code(session, "main")
-
-
-async def member(
-    db: Database, ref: str, name: str, phone: str, plate: str | None
-) -> tuple[int, int | None]:
-    async with db.transaction() as session:
-        created = await members.create(session, member_ref=ref, name=name, phone=phone)
-        assert created.id is not None
-        car_id = None
-        if plate:
-            car = Vehicle(member_id=created.id, plate=plate)
-            session.add(car)
-            await session.flush()
-            car_id = car.id
-        return created.id, car_id
 
 
 async def book(
@@ -72,8 +58,9 @@ def draw(lines: list[bookings.BookingLine], store: Store, day: date) -> str:
 async def test_the_day_sheet_shows_local_times_and_masks_personal_data(db: Database) -> None:
     store = await main_store(db)
     assert store.id is not None
-    wang, wang_car = await member(db, "C-1", "王先生", "13812340001", "沪A12345")
-    li, _ = await member(db, "C-2", "[bold]李女士", "13812340002", None)
+    wang = await new_member(db, "C-1", "13812340001", name="王先生")
+    wang_car = await add_car(db, wang, "沪A12345")
+    li = await new_member(db, "C-2", "13812340002", name="[bold]李女士")
     first = await book(db, li, store.id, "oil_service", 5)  # 13:00 in Shanghai
     second = await book(db, wang, store.id, "wash", 2, vehicle_id=wang_car)  # 10:00
     gone = await book(db, wang, store.id, "wash", 7)  # 15:00, cancelled below

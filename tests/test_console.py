@@ -20,6 +20,8 @@ from domain.shop import ShopConfig
 from memberbot.cli import app
 from memberbot.settings import get_settings
 
+pytestmark = pytest.mark.db  # the CLI's tests run against a SQLite file of their own
+
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 MEMBERS = "member_ref,name,phone,birthday,tags\nC-1,周先生,13812345678,1985-06-01,\n"
 

@@ -11,33 +11,21 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from db.models import AuditLog, Coupon, Store
+from db.models import AuditLog, Coupon
 from db.session import Database
 from db.types import utcnow
-from domain import coupons, members
+from domain import coupons
 from domain.codes import ALPHABET
 from domain.errors import CouponUnavailable, InvalidInput, NotFound
+from tests.support.builders import add_store, main_store, new_member
 
 DAY = date(2026, 3, 1)
 CODE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}$")
 
 
-async def new_member(db: Database, ref: str = "M1") -> int:
-    async with db.transaction() as session:
-        member = await members.create(session, member_ref=ref, name="王先生", phone="13812345678")
-        assert member.id is not None
-        return member.id
-
-
 async def store_ids(db: Database) -> tuple[int, int]:
     """The shop's main store and a second one, for store-scoped coupons."""
-    async with db.transaction() as session:
-        main = await session.scalar(select(Store).where(Store.code == "main"))
-        east = Store(code="east", name="东店")
-        session.add(east)
-        await session.flush()
-        assert main is not None and main.id is not None and east.id is not None
-        return main.id, east.id
+    return await main_store(db), await add_store(db, "east", "东店")
 
 
 async def give(db: Database, member_id: int, **terms: object) -> Coupon:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import phonenumbers
 import pytest
-from csvfiles import write
 
 from domain import csvparse
 from domain.errors import InvalidInput
 from domain.identity import normalize_phone
+from tests.support.csvfiles import write
 
 TODAY = date(2026, 3, 1)
 

@@ -281,6 +281,7 @@ def scalar(path: Path, sql: str) -> int:
         return int(conn.execute(sql).fetchone()[0] or 0)
 
 
+@pytest.mark.db
 def test_the_same_seed_plays_the_same_loyalty_activity(
     built: tuple[chain.DemoSummary, Path], tmp_path: Path
 ) -> None:
@@ -296,6 +297,7 @@ def test_the_same_seed_plays_the_same_loyalty_activity(
     assert ledgers(again_db) == ledgers(first_db)
 
 
+@pytest.mark.db
 def test_members_redeem_prepay_punch_and_get_birthday_coupons(
     built: tuple[chain.DemoSummary, Path], data: generator.DemoData
 ) -> None:
@@ -335,6 +337,7 @@ def test_members_redeem_prepay_punch_and_get_birthday_coupons(
     assert summary.played is not None and summary.played.total < 5 * SMALL
 
 
+@pytest.mark.db
 def test_no_balance_ever_goes_below_zero(built: tuple[chain.DemoSummary, Path]) -> None:
     _, path = built
     per_owner = {
@@ -355,6 +358,7 @@ def test_no_balance_ever_goes_below_zero(built: tuple[chain.DemoSummary, Path]) 
         assert scalar(path, sql) >= 0, ledger
 
 
+@pytest.mark.db
 def test_the_showcase_member_has_something_of_everything(
     built: tuple[chain.DemoSummary, Path], data: generator.DemoData
 ) -> None:
@@ -456,6 +460,7 @@ def loyalty_rows(path: Path) -> dict[str, int]:
         }
 
 
+@pytest.mark.db
 def test_memberbot_demo_builds_and_shows_the_chain(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -499,6 +504,7 @@ def test_memberbot_demo_builds_and_shows_the_chain(
     get_settings.cache_clear()
 
 
+@pytest.mark.db
 def test_memberbot_demo_refuses_a_shop_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -541,7 +547,8 @@ async def test_demo_refuses_a_database_with_a_shop_of_its_own(
 
 @pytest.fixture
 async def empty_postgres() -> AsyncIterator[str]:
-    conftest = pytest.importorskip("conftest")
+    from tests import conftest
+
     if not conftest.POSTGRES_URL:
         pytest.skip(conftest.SKIP_PG)
     name = f"memberbot_demo_{uuid.uuid4().hex[:10]}"
@@ -550,6 +557,7 @@ async def empty_postgres() -> AsyncIterator[str]:
     await conftest._pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.db
 async def test_demo_builds_on_postgresql(empty_postgres: str) -> None:
     options = chain.DemoOptions(database_url=empty_postgres, members=60, today=TODAY)
     summary = await chain.build(options)

@@ -10,27 +10,25 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from datetime import time as clock_time
 from typing import Any
 
 import pytest
-from botapi_server import BotApiServer
 from sqlalchemy import select, update
 
 from bot.channels.telegram import TelegramSender
-from db.models import AuditLog, ChatBinding, Member, OutboxMessage, Store
+from db.models import AuditLog, Member, OutboxMessage
 from db.session import Database
-from domain import binding, members, privacy
+from domain import binding, privacy
 from domain.outgoing import RETRY, Delivery, Reply
 from scheduler import outbox
 from scheduler.dispatch import (
     ChannelLimits,
     Dispatcher,
     DispatchPolicy,
-    Pacer,
-    QuietHours,
 )
 from scheduler.outbox import Intent, OutboxReason
+from tests.support.botapi_server import BotApiServer
+from tests.support.builders import add_store, new_member, new_members
 
 # 11:00 in Shanghai: outside the default quiet hours (21:00-09:00).
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
@@ -65,34 +63,6 @@ async def server() -> AsyncIterator[BotApiServer]:
 async def sender(server: BotApiServer) -> AsyncIterator[TelegramSender]:
     async with TelegramSender(server.token, server.base_url) as telegram:
         yield telegram
-
-
-async def member(
-    db: Database,
-    ref: str,
-    *,
-    chat: int | None = None,
-    consent: bool = False,
-    store_id: int | None = None,
-) -> int:
-    async with db.transaction() as session:
-        created = await members.create(
-            session,
-            member_ref=ref,
-            name="李女士",
-            phone=None,
-            home_store_id=store_id,
-            marketing_consent=consent,
-            consent_source="counter" if consent else None,
-        )
-        assert created.id is not None
-        if chat is not None:
-            session.add(
-                ChatBinding(
-                    channel="telegram", address=str(chat), member_id=created.id, via="invite"
-                )
-            )
-    return created.id
 
 
 async def queue(
@@ -139,20 +109,6 @@ def texts(server: BotApiServer, chat: int) -> list[str]:
     return [message.text for message in server.sent_to(chat)]
 
 
-async def test_quiet_hours_parse_and_end() -> None:
-    quiet = QuietHours.parse("21:00-09:00")
-    assert quiet == QuietHours(clock_time(21), clock_time(9))
-    assert QuietHours.parse("off") is None and QuietHours.parse("") is None
-    with pytest.raises(ValueError):
-        QuietHours.parse("9pm to 9am")
-    assert quiet.contains(clock_time(23, 30)) and quiet.contains(clock_time(8, 59))
-    assert not quiet.contains(clock_time(9)) and not quiet.contains(clock_time(20, 59))
-    lunch = QuietHours.parse("12:00-13:30")
-    assert (
-        lunch is not None and lunch.contains(clock_time(13)) and not lunch.contains(clock_time(14))
-    )
-
-
 async def test_revive_turns_iso_strings_back_into_dates() -> None:
     revived = outbox.revived_context(
         {"points": {"expiring_on": "2026-12-31", "n": 3}, "at": ["2026-12-01T08:00:00+08:00"]}
@@ -165,9 +121,9 @@ async def test_revive_turns_iso_strings_back_into_dates() -> None:
 async def test_service_goes_marketing_needs_consent_and_an_opt_out_stops_it(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    willing = await member(db, "M1", chat=101, consent=True)
-    unasked = await member(db, "M2", chat=102)
-    opted_out = await member(db, "M3", chat=103, consent=True)
+    willing = await new_member(db, "M1", chat=101, consent="counter")
+    unasked = await new_member(db, "M2", chat=102)
+    opted_out = await new_member(db, "M3", chat=103, consent="counter")
     async with db.transaction() as session:
         await privacy.set_consent(session, opted_out, False, source="telegram", actor="chat")
     promo = {
@@ -194,13 +150,9 @@ async def test_service_goes_marketing_needs_consent_and_an_opt_out_stops_it(
 async def test_quiet_hours_wait_in_the_members_store_time_zone(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    async with db.transaction() as session:
-        berlin = Store(code="berlin", name="Berlin", timezone="Europe/Berlin")
-        session.add(berlin)
-        await session.flush()
-        berlin_id = berlin.id
-    shanghai_member = await member(db, "SH", chat=201)  # no home store: the chain's first
-    berlin_member = await member(db, "BE", chat=202, store_id=berlin_id)
+    berlin_id = await add_store(db, "berlin", "Berlin", timezone="Europe/Berlin")
+    shanghai_member = await new_member(db, "SH", chat=201)  # no home store: the chain's first
+    berlin_member = await new_member(db, "BE", chat=202, home_store_id=berlin_id)
     late = await queue(db, shanghai_member, "late")
     booking = await queue(db, shanghai_member, "booked", category=outbox.TRANSACTIONAL)
     afternoon = await queue(db, berlin_member, "afternoon")
@@ -232,7 +184,7 @@ async def test_quiet_hours_wait_in_the_members_store_time_zone(
 async def test_marketing_cap_counts_the_window_and_skips_the_excess(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    fan = await member(db, "FAN", chat=301, consent=True)
+    fan = await new_member(db, "FAN", chat=301, consent="counter")
     clock = Clock(NOW - timedelta(days=8))
     dispatcher = Dispatcher(db, {"telegram": sender}, policy(), clock=clock)
     await queue(db, fan, "old", category=outbox.MARKETING, due=clock.now)
@@ -262,7 +214,7 @@ async def test_marketing_cap_counts_the_window_and_skips_the_excess(
 async def test_no_chat_is_unreachable_and_listed_for_staff(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    walk_in = await member(db, "WALKIN", consent=True)
+    walk_in = await new_member(db, "WALKIN", consent="counter")
     message = await queue(db, walk_in, "oil")
 
     summary = await Dispatcher(db, {"telegram": sender}, policy(), clock=Clock()).run_once()
@@ -279,8 +231,8 @@ async def test_no_chat_is_unreachable_and_listed_for_staff(
 async def test_blocked_chat_is_unreachable_unbound_and_never_tried_again(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    gone = await member(db, "GONE", chat=401)
-    other = await member(db, "OTHER", chat=402)
+    gone = await new_member(db, "GONE", chat=401)
+    other = await new_member(db, "OTHER", chat=402)
     server.block(401)
     first = await queue(db, gone, "a")
     second = await queue(db, gone, "b")
@@ -316,7 +268,7 @@ async def test_flood_control_waits_and_delivers_each_message_once(db: Database) 
 async def flood_control_case(db: Database, server: BotApiServer, sender: TelegramSender) -> None:
     # The dispatcher is told no per-chat interval, so the server's burst of 3 runs out and
     # it answers 429 retry_after 1.
-    chatty = await member(db, "CHATTY", chat=501)
+    chatty = await new_member(db, "CHATTY", chat=501)
     queued = [await queue(db, chatty, f"n{i}", due=NOW - timedelta(hours=1)) for i in range(5)]
     dispatcher = Dispatcher(db, {"telegram": sender}, policy(quiet_hours=None))
 
@@ -364,7 +316,7 @@ class Broken:
 async def test_transient_failure_backs_off_then_delivers(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    someone = await member(db, "SOMEONE", chat=601)
+    someone = await new_member(db, "SOMEONE", chat=601)
     message = await queue(db, someone, "oil")
     clock = Clock()
     dispatcher = Dispatcher(db, {"telegram": Flaky(sender, failures=2)}, policy(), clock=clock)
@@ -388,7 +340,7 @@ async def test_transient_failure_backs_off_then_delivers(
 
 
 async def test_gives_up_after_max_attempts(db: Database) -> None:
-    someone = await member(db, "SOMEONE", chat=602)
+    someone = await new_member(db, "SOMEONE", chat=602)
     message = await queue(db, someone, "oil")
     clock = Clock()
     dispatcher = Dispatcher(db, {"telegram": Broken()}, policy(max_attempts=2), clock=clock)
@@ -403,21 +355,7 @@ async def test_gives_up_after_max_attempts(db: Database) -> None:
 async def test_two_dispatchers_deliver_every_message_exactly_once(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    async with db.transaction() as session:
-        created = [
-            await members.create(session, member_ref=f"P{i}", name="", phone=None)
-            for i in range(120)
-        ]
-        for number, someone in enumerate(created):
-            session.add(
-                ChatBinding(
-                    channel="telegram",
-                    address=str(7000 + number),
-                    member_id=someone.id,
-                    via="invite",
-                )
-            )
-    ids = [someone.id for someone in created if someone.id is not None]
+    ids = await new_members(db, 120, ref="P{n}", first_chat=7000)
     for someone in ids:
         for n in range(2):
             await queue(db, someone, f"v{n}")
@@ -440,7 +378,7 @@ async def test_two_dispatchers_deliver_every_message_exactly_once(
 async def test_buttons_from_context_arrive_as_an_inline_keyboard(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    someone = await member(db, "BTN", chat=801)
+    someone = await new_member(db, "BTN", chat=801)
     buttons = [
         [{"label": "预约保养", "data": "booking:start"}],
         [{"label": "积分", "data": "points:show"}, {"label": "退订", "data": "account:opt_out"}],
@@ -467,7 +405,7 @@ async def test_buttons_from_context_arrive_as_an_inline_keyboard(
 async def test_template_is_rendered_when_no_body_was_stored(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    someone = await member(db, "TPL", chat=901)
+    someone = await new_member(db, "TPL", chat=901)
     context = {
         "member": {"name": "李女士"},
         "points": {"balance": 5000, "expiring": 1200, "expiring_on": "2026-12-31"},
@@ -500,7 +438,7 @@ async def test_template_is_rendered_when_no_body_was_stored(
 async def test_erased_member_is_skipped(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    someone = await member(db, "ERASED", chat=902)
+    someone = await new_member(db, "ERASED", chat=902)
     message = await queue(db, someone, "oil")
     # Erasure deletes queued messages; a rule racing it may still queue one.
     async with db.transaction() as session:
@@ -515,24 +453,9 @@ async def test_erased_member_is_skipped(
 async def test_the_pacer_keeps_telegrams_limits(db: Database) -> None:
     """Real limits (30/s overall, 1/s per chat) on the server and the dispatcher's defaults:
     70 messages to 35 chats go out without a single 429, as fast as the limits allow."""
-    async with db.transaction() as session:
-        created = [
-            await members.create(session, member_ref=f"R{i}", name="", phone=None)
-            for i in range(35)
-        ]
-        for number, someone in enumerate(created):
-            session.add(
-                ChatBinding(
-                    channel="telegram",
-                    address=str(9000 + number),
-                    member_id=someone.id,
-                    via="invite",
-                )
-            )
-    for someone in created:
-        assert someone.id is not None
+    for someone in await new_members(db, 35, ref="R{n}", first_chat=9000):
         for n in range(2):
-            await queue(db, someone.id, f"r{n}")
+            await queue(db, someone, f"r{n}")
     async with BotApiServer() as limited, TelegramSender(limited.token, limited.base_url) as tg:
         dispatcher = Dispatcher(db, {"telegram": tg}, DispatchPolicy(), clock=Clock())
         summary = await dispatcher.run_once()
@@ -553,7 +476,7 @@ async def test_the_pacer_keeps_telegrams_limits(db: Database) -> None:
 async def test_a_rule_can_say_whether_quiet_hours_hold_its_messages(
     db: Database, server: BotApiServer, sender: TelegramSender
 ) -> None:
-    someone = await member(db, "FLAGS", chat=903)
+    someone = await new_member(db, "FLAGS", chat=903)
     urgent = await queue(db, someone, "urgent", context={"dispatch": {"quiet_hours": False}})
     patient = await queue(
         db,
@@ -570,17 +493,3 @@ async def test_a_rule_can_say_whether_quiet_hours_hold_its_messages(
     assert (summary.sent, summary.deferred) == (1, 1)
     assert (await row(db, urgent)).status == outbox.SENT
     assert (await row(db, patient)).status == outbox.PENDING
-
-
-async def test_chat_replies_use_up_the_reminders_budget() -> None:
-    clock = [100.0]
-    pacer = Pacer(ChannelLimits(per_second=3, chat_interval=1.0), monotonic=lambda: clock[0])
-    for chat in ("a", "b", "c"):  # three replies the chat just sent on the same bot
-        pacer.note(chat)
-    started = asyncio.get_running_loop().time()
-    task = asyncio.create_task(pacer.wait_turn("d"))
-    await asyncio.sleep(0.05)
-    assert not task.done()  # the window is full: a reminder must wait
-    clock[0] += 1.1
-    await asyncio.wait_for(task, 2)
-    assert asyncio.get_running_loop().time() - started < 2

@@ -2,10 +2,10 @@
 arrives, and none twice beyond the batch that was in flight; on SQLite and PostgreSQL.
 
 The Bot API server runs here, with its flood limits on; the dispatcher runs in a child process
-(tests/dispatch_worker.py) pointed at it. To keep the test short, both sides' overall limit is
-raised from Telegram's 30/s (the crash property does not depend on the rate: at 30/s the run
-would take three minutes); the per-chat limit stays Telegram's (1/s, bursts of 3), and each
-member gets two messages so lanes with more than one message are in play.
+(`python -m tests.support.dispatch_worker`) pointed at it. To keep the test short, both sides'
+overall limit is raised from Telegram's 30/s (the crash property does not depend on the rate:
+at 30/s the run would take three minutes); the per-chat limit stays Telegram's (1/s, bursts of
+3), and each member gets two messages so lanes with more than one message are in play.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from botapi_server import BotApiServer
-from dispatch_worker import fill
 from sqlalchemy import func, select
 
 from db.models import ChatBinding, OutboxMessage
 from db.session import Database
 from scheduler import outbox
+from tests.support.botapi_server import BotApiServer
+from tests.support.dispatch_worker import fill
 
 REPO = Path(__file__).resolve().parent.parent
-WORKER = REPO / "tests" / "dispatch_worker.py"
+WORKER = "tests.support.dispatch_worker"
 MEMBERS = 2_500
 PER_MEMBER = 2
 MESSAGES = MEMBERS * PER_MEMBER
@@ -59,7 +59,8 @@ def worker_env(db: Database, server: BotApiServer) -> dict[str, str]:
 async def start_worker(env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
-        str(WORKER),
+        "-m",
+        WORKER,
         cwd=str(REPO),
         env=env,
         stdout=asyncio.subprocess.PIPE,

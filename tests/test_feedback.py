@@ -18,14 +18,15 @@ import typer
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from db.models import AuditLog, Complaint, Store, SurveyResponse, Visit
+from db.models import AuditLog, Complaint, SurveyResponse, Visit
 from db.session import Database
-from domain import feedback, members, privacy, staff, visits
+from domain import feedback, privacy, staff, visits
 from domain.errors import InvalidInput, NotFound
 from domain.shop import LoyaltyRules, load_shop_config
 from memberbot.cli.complaints import app as complaints_app
 from memberbot.runtime import prepare
 from memberbot.settings import get_settings
+from tests.support.builders import add_store, add_visit, main_store, new_member
 
 RULES = LoyaltyRules()
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
@@ -45,41 +46,20 @@ class Shop:
 
 
 async def shop(db: Database) -> Shop:
-    async with db.transaction() as session:
-        main = await session.scalar(select(Store.id).where(Store.code == "main"))
-        east_store = Store(code="east", name="东店")
-        session.add(east_store)
-        await session.flush()
-        assert main is not None and east_store.id is not None
-        alice = await members.create(
-            session, member_ref="A-1", name="王先生", phone="13812345678", home_store_id=main
-        )
-        bob = await members.create(
-            session,
-            member_ref="B-1",
-            name="李女士",
-            phone="13912345678",
-            home_store_id=east_store.id,
-        )
-        carol = await members.create(session, member_ref="C-1", name="", phone=None)
-        old = await visits.record(
-            session, alice.id, date(2026, 10, 1), 30_000, RULES, store_id=main
-        )
-        new = await visits.record(
-            session, alice.id, date(2026, 11, 20), 8_000, RULES, store_id=main
-        )
-        bobs = await visits.record(
-            session, bob.id, date(2026, 11, 21), 50_000, RULES, store_id=east_store.id
-        )
+    main = await main_store(db)
+    east = await add_store(db, "east", "东店")
+    alice = await new_member(db, "A-1", "13812345678", home_store_id=main)
+    bob = await new_member(db, "B-1", "13912345678", name="李女士", home_store_id=east)
+    carol = await new_member(db, "C-1", None, name="")
     return Shop(
         main=main,
-        east=east_store.id,
-        alice=alice.id,
-        bob=bob.id,
-        carol=carol.id,
-        alice_old=old.id,
-        alice_new=new.id,
-        bob_visit=bobs.id,
+        east=east,
+        alice=alice,
+        bob=bob,
+        carol=carol,
+        alice_old=await add_visit(db, alice, date(2026, 10, 1), 30_000, RULES, store_id=main),
+        alice_new=await add_visit(db, alice, date(2026, 11, 20), 8_000, RULES, store_id=main),
+        bob_visit=await add_visit(db, bob, date(2026, 11, 21), 50_000, RULES, store_id=east),
     )
 
 
@@ -473,6 +453,7 @@ async def _cli_shop(url: str) -> tuple[int, int, int]:
         await database.dispose()
 
 
+@pytest.mark.db
 def test_complaints_cli_lists_and_answers(complaints_cli: Path) -> None:
     complaint_id, clerk, east_clerk = asyncio.run(
         _cli_shop(f"sqlite+aiosqlite:///{complaints_cli}")

@@ -10,7 +10,6 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
-from csvfiles import write
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
@@ -29,6 +28,7 @@ from domain.csvimport import ImportResult, RowError, import_file
 from domain.shop import LoyaltyRules
 from memberbot.cli import app
 from memberbot.settings import get_settings
+from tests.support.csvfiles import write
 
 RULES = LoyaltyRules()
 TODAY = date(2026, 3, 1)
@@ -476,6 +476,7 @@ async def test_memory_does_not_grow_with_the_file(
 # ---------------------------------------------------------------- the command
 
 
+@pytest.mark.db
 def test_memberbot_import_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MEMBERBOT_DATABASE_URL", "sqlite+aiosqlite:///shop.db")

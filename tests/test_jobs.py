@@ -14,12 +14,11 @@ import typer
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from botapi_server import BotApiServer
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from bot.channels.telegram import TelegramSender
-from db.models import ChatBinding, MemberScore, OutboxMessage
+from db.models import MemberScore, OutboxMessage
 from db.session import Database
 from db.types import utcnow
 from domain import members
@@ -31,6 +30,8 @@ from memberbot.runtime import Runtime
 from memberbot.settings import Settings
 from scheduler import jobs, outbox
 from scheduler.outbox import Intent
+from tests.support.botapi_server import BotApiServer
+from tests.support.builders import new_member, new_members
 
 
 def runtime(db: Database, config: ShopConfig, **settings: object) -> Runtime:
@@ -50,35 +51,21 @@ def build_scheduler(rt: Runtime, senders: Mapping[str, Sender]) -> AsyncIOSchedu
 
 
 async def queue_for_chats(db: Database, count: int, first_chat: int) -> None:
+    ids = await new_members(db, count, ref="J{n}", first_chat=first_chat)
+    intents = [
+        Intent(
+            member_id=member_id,
+            rule="reminder",
+            occurrence="1",
+            category=outbox.SERVICE,
+            template_key="reminder",
+            locale="zh_CN",
+            not_before=utcnow() - timedelta(minutes=1),
+            body=f"reminder for {member_id}",
+        )
+        for member_id in ids
+    ]
     async with db.transaction() as session:
-        created = [
-            await members.create(session, member_ref=f"J{i}", name="", phone=None)
-            for i in range(count)
-        ]
-        for number, someone in enumerate(created):
-            session.add(
-                ChatBinding(
-                    channel="telegram",
-                    address=str(first_chat + number),
-                    member_id=someone.id,
-                    via="invite",
-                )
-            )
-        await session.flush()
-        intents = [
-            Intent(
-                member_id=someone.id,
-                rule="reminder",
-                occurrence="1",
-                category=outbox.SERVICE,
-                template_key="reminder",
-                locale="zh_CN",
-                not_before=utcnow() - timedelta(minutes=1),
-                body=f"reminder for {someone.id}",
-            )
-            for someone in created
-            if someone.id is not None
-        ]
         await outbox.enqueue(session, intents)
 
 
@@ -125,16 +112,7 @@ def test_daily_rules_at_must_be_a_time() -> None:
 
 async def test_job_functions_are_idempotent(db: Database, shop_config: ShopConfig) -> None:
     rt = runtime(db, shop_config)
-    async with db.transaction() as session:
-        await members.create(
-            session,
-            member_ref="BDAY",
-            name="王先生",
-            phone=None,
-            birthday=rt.today().replace(year=1990),
-            marketing_consent=True,
-            consent_source="counter",
-        )
+    await new_member(db, "BDAY", None, birthday=rt.today().replace(year=1990), consent="counter")
     scheduler = build_scheduler(rt, {})
     work: jobs.Jobs = scheduler.memberbot_jobs  # type: ignore[attr-defined]
 
@@ -177,6 +155,7 @@ async def test_stopping_lets_the_dispatch_in_progress_finish(
     assert len(sent) == 60
 
 
+@pytest.mark.db
 def test_outbox_status_counts_and_unreachable_reasons(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shop_config: ShopConfig
 ) -> None:

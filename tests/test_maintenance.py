@@ -9,12 +9,12 @@ from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from test_rules import DAY, build_chain
 
 from db.models import Service, Vehicle
 from db.session import Database
 from domain import maintenance
 from domain.shop import ShopConfig
+from tests.support.rules_chain import DAY, build_chain
 
 OIL = Service(
     code="oil_service",

@@ -17,7 +17,7 @@ from domain import bookings, member_bookings, members
 from domain.errors import BookingUnavailable, NotFound
 from domain.member_bookings import DAY_FULL, DAY_GONE, Picked
 from domain.shop import BookingRules
-from tests.test_bookings import main_store
+from tests.support.builders import main_store
 
 RULES = BookingRules()
 NOW = datetime(2026, 12, 1, 1, 0, tzinfo=UTC)  # Tuesday 09:00 in Shanghai

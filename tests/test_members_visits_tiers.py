@@ -14,6 +14,7 @@ from domain import members, points, tiers, visits
 from domain.errors import InvalidInput, NotFound
 from domain.identity import mask_phone, mask_plate, normalize_phone, normalize_plate
 from domain.shop import LoyaltyRules
+from tests.support.builders import add_car, new_member
 
 RULES = LoyaltyRules()
 
@@ -52,12 +53,9 @@ def test_masks_hide_the_middle() -> None:
 
 
 async def _member(db: Database) -> int:
-    async with db.transaction() as session:
-        member = await members.create(
-            session, member_ref="A-1", name="李女士", phone="139 0000 1111", tags=["新能源", "VIP"]
-        )
-        session.add(Vehicle(member_id=member.id, plate=normalize_plate("沪A·12345")))
-        return member.id
+    member_id = await new_member(db, "A-1", "139 0000 1111", name="李女士", tags=["新能源", "VIP"])
+    await add_car(db, member_id, normalize_plate("沪A·12345"))
+    return member_id
 
 
 async def test_find_by_ref_phone_or_plate(db: Database) -> None:

@@ -12,20 +12,11 @@ from sqlalchemy import func, select, update
 
 from db.models import OutboxMessage
 from db.session import Database
-from domain import members
 from scheduler import outbox
 from scheduler.outbox import Intent, OutboxCount
+from tests.support.builders import new_members
 
 NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-
-
-async def new_members(db: Database, count: int) -> list[int]:
-    async with db.transaction() as session:
-        created = [
-            await members.create(session, member_ref=f"M{i}", name="李女士", phone=None)
-            for i in range(count)
-        ]
-    return [member.id for member in created if member.id is not None]
 
 
 def intent(

@@ -17,16 +17,10 @@ from db.session import Database
 from domain import members, points
 from domain.errors import InsufficientPoints, InvalidInput
 from domain.shop import LoyaltyRules
+from tests.support.builders import new_member
 
 RULES = LoyaltyRules()
 DAY = date(2026, 3, 1)
-
-
-async def new_member(db: Database, ref: str = "M1") -> int:
-    async with db.transaction() as session:
-        member = await members.create(session, member_ref=ref, name="王先生", phone="13812345678")
-        assert member.id is not None
-        return member.id
 
 
 def test_points_for_spend_rounds_down_whole_yuan() -> None:

@@ -10,35 +10,24 @@ from sqlalchemy import func, select
 
 from db.models import AuditLog, ChatBinding, InviteCode, OutboxMessage, Store, Vehicle
 from db.session import Database
-from domain import binding, members, points, privacy, reports, staff, visits
+from domain import binding, members, points, privacy, reports, staff
 from domain.errors import InvalidInput, NotFound
 from domain.identity import normalize_plate
 from domain.shop import LoyaltyRules
 from scheduler import outbox
+from tests.support.builders import add_car, add_visit, invite_code, new_member
 
 RULES = LoyaltyRules()
 DAY = date(2026, 5, 1)
 
 
 async def member_with_history(db: Database) -> int:
-    async with db.transaction() as session:
-        member = await members.create(
-            session,
-            member_ref="P-1",
-            name="孙女士",
-            phone="13712345678",
-            birthday=date(1990, 2, 3),
-            tags=["新能源"],
-        )
-        car = Vehicle(
-            member_id=member.id, plate=normalize_plate("苏E·12345"), vin="LSVAU2180N2183294"
-        )
-        session.add(car)
-        await session.flush()
-        await visits.record(
-            session, member.id, DAY, 48_000, RULES, vehicle_id=car.id, mileage_km=20_000
-        )
-        return member.id
+    member_id = await new_member(
+        db, "P-1", "13712345678", name="孙女士", birthday=date(1990, 2, 3), tags=["新能源"]
+    )
+    car = await add_car(db, member_id, normalize_plate("苏E·12345"), vin="LSVAU2180N2183294")
+    await add_visit(db, member_id, DAY, 48_000, RULES, vehicle_id=car, mileage_km=20_000)
+    return member_id
 
 
 async def test_consent_is_recorded_with_time_and_source(db: Database) -> None:
@@ -72,8 +61,7 @@ async def test_export_holds_everything_and_is_json(db: Database) -> None:
 async def test_erasure_removes_identity_and_keeps_the_books(db: Database) -> None:
     member_id = await member_with_history(db)
     now = datetime(2026, 5, 2, 2, 0, tzinfo=UTC)
-    async with db.transaction() as session:
-        code = await binding.create_invite(session, member_id, now, actor="s:1")
+    code = await invite_code(db, member_id, now, actor="s:1")
     async with db.transaction() as session:
         await binding.redeem_invite(session, "telegram", "4242", code, now)
         await binding.save_state(session, "telegram", "4242", "booking", {"store": 1}, now)

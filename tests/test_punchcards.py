@@ -11,18 +11,12 @@ from sqlalchemy import select
 
 from db.models import AuditLog, PunchCard, PunchEntry
 from db.session import Database
-from domain import members, punchcards
+from domain import punchcards
 from domain.errors import InvalidInput, NotFound, PunchCardUnavailable
+from tests.support.builders import new_member
 
 DAY = date(2026, 3, 1)
 LATER = DAY + timedelta(days=365)
-
-
-async def new_member(db: Database, ref: str = "M1") -> int:
-    async with db.transaction() as session:
-        member = await members.create(session, member_ref=ref, name="张先生", phone="13712345678")
-        assert member.id is not None
-        return member.id
 
 
 async def sell(

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from sqlalchemy import select
-
-from db.models import Store, Vehicle
 from db.session import Database
-from domain import members, points, reports, visits
+from domain import points, reports
 from domain.shop import LoyaltyRules
+from tests.support.builders import add_car, add_visit, main_store, new_member
 
 RULES = LoyaltyRules()
 TODAY = date(2026, 6, 1)
@@ -19,45 +17,28 @@ TODAY = date(2026, 6, 1)
 async def build_chain(db: Database) -> dict[str, int]:
     """Four members: active, lapsing, lost, and one who never came."""
     ids: dict[str, int] = {}
-    async with db.transaction() as session:
-        store = await session.scalar(select(Store))
-        assert store is not None and store.id is not None
-        for ref, days_ago, amount in [
-            ("active", 10, 900_000),
-            ("lapsing", 120, 50_000),
-            ("lost", 400, 30_000),
-        ]:
-            member = await members.create(
-                session, member_ref=ref, name=ref, phone=None, home_store_id=store.id
-            )
-            ids[ref] = member.id
-            await visits.record(
-                session,
-                member.id,
-                TODAY - timedelta(days=days_ago),
-                amount,
-                RULES,
-                store_id=store.id,
-            )
-        never = await members.create(session, member_ref="never", name="never", phone=None)
-        ids["never"] = never.id
-        session.add_all(
-            [
-                Vehicle(
-                    member_id=ids["active"],
-                    plate="沪A11111",
-                    insurance_expiry=TODAY + timedelta(days=20),
-                ),
-                Vehicle(
-                    member_id=ids["lapsing"],
-                    plate="沪A22222",
-                    insurance_expiry=TODAY + timedelta(days=90),
-                    inspection_due=TODAY + timedelta(days=5),
-                ),
-            ]
+    store = await main_store(db)
+    for ref, days_ago, amount in [
+        ("active", 10, 900_000),
+        ("lapsing", 120, 50_000),
+        ("lost", 400, 30_000),
+    ]:
+        ids[ref] = await new_member(db, ref, None, name=ref, home_store_id=store)
+        await add_visit(
+            db, ids[ref], TODAY - timedelta(days=days_ago), amount, RULES, store_id=store
         )
-        # The lost member's 300 points were earned 2025-04-27 and lapse on 2027-04-27; an old
-        # lot of 40 lapses within the month.
+    ids["never"] = await new_member(db, "never", None, name="never")
+    await add_car(db, ids["active"], "沪A11111", insurance_expiry=TODAY + timedelta(days=20))
+    await add_car(
+        db,
+        ids["lapsing"],
+        "沪A22222",
+        insurance_expiry=TODAY + timedelta(days=90),
+        inspection_due=TODAY + timedelta(days=5),
+    )
+    # The lost member's 300 points were earned 2025-04-27 and lapse on 2027-04-27; an old
+    # lot of 40 lapses within the month.
+    async with db.transaction() as session:
         await points.credit(session, ids["lapsing"], 40, date(2024, 6, 10), RULES)
     return ids
 

@@ -11,21 +11,21 @@ from sqlalchemy import func, select
 
 from db.models import AuditLog, Coupon, PointsEntry, Reward
 from db.session import Database
-from domain import coupons, members, points, rewards
+from domain import coupons, points, rewards
 from domain.errors import CouponUnavailable, InsufficientPoints, InvalidInput, RewardUnavailable
 from domain.shop import LoyaltyRules
+from tests.support.builders import new_member
 
 RULES = LoyaltyRules()
 DAY = date(2026, 3, 1)
 
 
 async def member_with_points(db: Database, balance: int, ref: str = "M1") -> int:
-    async with db.transaction() as session:
-        member = await members.create(session, member_ref=ref, name="赵女士", phone="13612345678")
-        assert member.id is not None
-        if balance:
-            await points.credit(session, member.id, balance, DAY, RULES)
-        return member.id
+    member_id = await new_member(db, ref, "13612345678", name="赵女士")
+    if balance:
+        async with db.transaction() as session:
+            await points.credit(session, member_id, balance, DAY, RULES)
+    return member_id
 
 
 async def redeem(db: Database, member_id: int, reward: str, key: str) -> Coupon:

@@ -20,7 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-from botapi_server import BotApiServer, SentMessage
 from sqlalchemy import select
 from starlette.applications import Starlette
 from telegram.ext import Application
@@ -36,6 +35,8 @@ from domain.outgoing import BLOCKED, FAILED, RETRY, SENT, Button, Reply
 from domain.shop import ShopConfig
 from memberbot import app
 from memberbot.settings import Settings
+from tests.support.botapi_server import BotApiServer, SentMessage
+from tests.support.builders import invite_code, new_member
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, a Tuesday
 PHONE = "13812345678"
@@ -88,22 +89,15 @@ class Bot:
         return self.server.sent_to(chat_id)[before:]
 
 
-async def new_member(db: Database, config: ShopConfig, balance: int = 0) -> int:
-    async with db.transaction() as session:
-        member = await members.create(
-            session, member_ref="M1", name="王先生", phone=PHONE, marketing_consent=True
-        )
-        assert member.id is not None
-        if balance:
+async def member_with_points(db: Database, config: ShopConfig, balance: int = 0) -> int:
+    """Member M1, who agreed to marketing, with `balance` points given on opening the card."""
+    member_id = await new_member(db, "M1", PHONE, consent="counter")
+    if balance:
+        async with db.transaction() as session:
             await points.adjust(
-                session, member.id, balance, NOW.date(), config.loyalty, reason="开卡", actor="t"
+                session, member_id, balance, NOW.date(), config.loyalty, reason="开卡", actor="t"
             )
-        return member.id
-
-
-async def invite(db: Database, member_id: int) -> str:
-    async with db.transaction() as session:
-        return await binding.create_invite(session, member_id, NOW, actor="staff:1")
+    return member_id
 
 
 async def bound_to(db: Database, chat_id: int) -> int | None:
@@ -151,7 +145,7 @@ def asks_for_contact(message: SentMessage) -> bool:
 
 
 async def test_binding_by_invite_then_points_in_chinese(bot: Bot, shop_config: ShopConfig) -> None:
-    member_id = await new_member(bot.db, shop_config, balance=1280)
+    member_id = await member_with_points(bot.db, shop_config, balance=1280)
     server = bot.server
 
     [how_to] = await bot.answer(ALICE, lambda: server.user_text(ALICE, "积分"))
@@ -159,7 +153,7 @@ async def test_binding_by_invite_then_points_in_chinese(bot: Bot, shop_config: S
     assert how_to.reply_markup is not None and how_to.reply_markup.get("one_time_keyboard")
     assert await bound_to(bot.db, ALICE) is None
 
-    code = await invite(bot.db, member_id)
+    code = await invite_code(bot.db, member_id, NOW)
     bound, menu = await bot.answer(
         ALICE, lambda: server.user_command(ALICE, "start", code), count=2
     )
@@ -174,7 +168,7 @@ async def test_binding_by_invite_then_points_in_chinese(bot: Bot, shop_config: S
 
 
 async def test_only_ones_own_contact_binds(bot: Bot, shop_config: ShopConfig) -> None:
-    member_id = await new_member(bot.db, shop_config)
+    member_id = await member_with_points(bot.db, shop_config)
     server = bot.server
 
     refused, menu = await bot.answer(
@@ -195,9 +189,9 @@ async def test_only_ones_own_contact_binds(bot: Bot, shop_config: ShopConfig) ->
 async def test_forged_buttons_get_an_answer_and_a_polite_reply(
     bot: Bot, shop_config: ShopConfig
 ) -> None:
-    member_id = await new_member(bot.db, shop_config)
+    member_id = await member_with_points(bot.db, shop_config)
     server = bot.server
-    code = await invite(bot.db, member_id)
+    code = await invite_code(bot.db, member_id, NOW)
     await bot.answer(ALICE, lambda: server.user_command(ALICE, "start", code))
     [menu] = await bot.answer(ALICE, lambda: server.user_text(ALICE, "菜单"))
 
@@ -215,8 +209,8 @@ async def test_forged_buttons_get_an_answer_and_a_polite_reply(
 
 
 async def test_menu_button_runs_its_intent(bot: Bot, shop_config: ShopConfig) -> None:
-    member_id = await new_member(bot.db, shop_config, balance=300)
-    code = await invite(bot.db, member_id)
+    member_id = await member_with_points(bot.db, shop_config, balance=300)
+    code = await invite_code(bot.db, member_id, NOW)
     server = bot.server
     [menu] = await bot.answer(ALICE, lambda: server.user_command(ALICE, "start", code))
     assert menu.reply_markup is not None and "remove_keyboard" not in menu.reply_markup
@@ -229,8 +223,8 @@ async def test_menu_button_runs_its_intent(bot: Bot, shop_config: ShopConfig) ->
 
 
 async def test_stop_opts_out_of_marketing_only(bot: Bot, shop_config: ShopConfig) -> None:
-    member_id = await new_member(bot.db, shop_config)
-    code = await invite(bot.db, member_id)
+    member_id = await member_with_points(bot.db, shop_config)
+    code = await invite_code(bot.db, member_id, NOW)
     server = bot.server
     await bot.answer(ALICE, lambda: server.user_command(ALICE, "start", code))
 
@@ -276,7 +270,7 @@ async def test_a_complaint_reaches_the_store_staff_on_telegram(
             actor="t",
         )
         assert member.id is not None
-    code = await invite(bot.db, member.id)
+    code = await invite_code(bot.db, member.id, NOW)
     server = bot.server
     await bot.answer(ALICE, lambda: server.user_command(ALICE, "start", code))
     async with tg.TelegramSender(server.token, server.base_url) as sender:
@@ -332,8 +326,8 @@ async def test_booking_through_the_buttons_and_cancelling(
 ) -> None:
     if _flow_module("booking") is None:
         pytest.xfail("bot/flows/booking.py is not written yet")
-    member_id = await new_member(bot.db, shop_config)
-    code = await invite(bot.db, member_id)
+    member_id = await member_with_points(bot.db, shop_config)
+    code = await invite_code(bot.db, member_id, NOW)
     server = bot.server
     await bot.answer(ALICE, lambda: server.user_command(ALICE, "start", code))
 
@@ -479,6 +473,7 @@ async def _until_serving(
     raise AssertionError(f"{url} never answered")
 
 
+@pytest.mark.db
 async def test_serve_polls_and_reports_health_until_stopped(
     tmp_path: Path, server: BotApiServer
 ) -> None:
@@ -504,6 +499,7 @@ async def test_serve_polls_and_reports_health_until_stopped(
     assert server.my_commands and server.calls["getUpdates"] > 0
 
 
+@pytest.mark.db
 async def test_serve_in_webhook_mode_takes_updates_on_its_port(
     tmp_path: Path, server: BotApiServer
 ) -> None:

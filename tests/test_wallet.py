@@ -10,15 +10,9 @@ from sqlalchemy import func, select
 
 from db.models import AuditLog, StoredValueEntry
 from db.session import Database
-from domain import members, wallet
+from domain import wallet
 from domain.errors import InsufficientBalance, InvalidInput, NotFound
-
-
-async def new_member(db: Database, ref: str = "M1") -> int:
-    async with db.transaction() as session:
-        member = await members.create(session, member_ref=ref, name="李女士", phone="13912345678")
-        assert member.id is not None
-        return member.id
+from tests.support.builders import new_member
 
 
 async def top_up(db: Database, member_id: int, cents: int, key: str | None = None) -> None:

@@ -15,9 +15,7 @@ bot gets accepted is recorded in `sent`.
         server.user_command(42, "start", "INVITE")
         [reply] = await server.wait_sent(42)
 
-Import it as `from botapi_server import BotApiServer` in tests (pytest puts tests/ on sys.path,
-because tests/ has no `__init__.py`) and as `from tests.botapi_server import BotApiServer` from
-the repository root (tests/ is then a namespace package).
+Tests and benchmarks alike import it as `from tests.support.botapi_server import BotApiServer`.
 
 Message ids are counted per chat from 1 and shared by both sides, as in a Telegram private chat:
 the bot's answer to a member's first message has id 2.

@@ -5,7 +5,7 @@ Configured like `memberbot serve`, from `MEMBERBOT_*` variables (database URL, T
 and base URL, rates, batch), plus `DISPATCH_WORKER_LEASE_SECONDS` so a restarted process does
 not wait five minutes for the killed one's leases.
 
-    python tests/dispatch_worker.py
+    python -m tests.support.dispatch_worker    # from the repository root
 """
 
 from __future__ import annotations

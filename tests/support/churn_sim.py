@@ -1,6 +1,5 @@
 """A simulated chain whose true churn is known, for measuring churn models (tests/test_churn.py
-imports it as `churn_sim`, pytest puts tests/ on sys.path; bench/bench_churn.py as
-`tests.churn_sim`).
+and bench/bench_churn.py import it as `tests.support.churn_sim`).
 
 Every member has a latent drop-out day drawn before any visit is simulated, so "who truly left"
 is a fact of the simulation rather than a guess from silence. Between joining and dropping out a
