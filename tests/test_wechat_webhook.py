@@ -8,15 +8,13 @@ configured, `/healthz` and `/wechat` on one port."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import socket
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +22,6 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from starlette.applications import Starlette
-from wechatpy.crypto import WeChatCrypto
-from wechatpy.utils import WeChatSigner
 
 from bot.channels import wechat
 from bot.conversation import Answer, Chat, Event
@@ -44,112 +40,24 @@ from domain.errors import ConfigError
 from domain.shop import ShopConfig
 from memberbot import app
 from memberbot.settings import Settings
+from tests.support import builders
+from tests.support.builders import invite_code
+from tests.support.wechat_platform import (
+    AES_KEY,
+    APP_ID,
+    APP_SECRET,
+    TOKEN,
+    WeChatServer,
+    event_xml,
+    signature,
+    text_xml,
+)
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, a Tuesday
 PHONE = "13812345678"
-TOKEN = "memberbotToken42"
-APP_ID = "wx0123456789abcdef"
-APP_SECRET = "0123456789abcdef0123456789abcdef"
-AES_KEY = base64.b64encode(bytes(range(32))).decode().rstrip("=")
-ACCOUNT = "gh_0123456789ab"
 ALICE = "oAliceAbCdEfGhIjKlMnOpQrStU"
 BOB = "oBobbyAbCdEfGhIjKlMnOpQrStU"
 QUICK = 1.0  # seconds: a refusal takes far less
-
-
-# -- playing WeChat ---------------------------------------------------------------------------
-
-
-def signature(*parts: str) -> str:
-    signer = WeChatSigner()
-    signer.add_data(*parts)
-    return str(signer.signature)
-
-
-def text_xml(openid: str, content: str, msg_id: int, created: int) -> str:
-    return (
-        f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
-        f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
-        f"<CreateTime>{created}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-        f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>"
-    )
-
-
-def event_xml(openid: str, event: str, created: int, key: str | None = None) -> str:
-    key_xml = f"<EventKey><![CDATA[{key}]]></EventKey>" if key is not None else ""
-    return (
-        f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
-        f"<FromUserName><![CDATA[{openid}]]></FromUserName>"
-        f"<CreateTime>{created}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
-        f"<Event><![CDATA[{event}]]></Event>{key_xml}</xml>"
-    )
-
-
-@dataclass
-class WeChatServer:
-    """What WeChat's servers do to our webhook: signed (and in safe mode encrypted) pushes."""
-
-    client: httpx.AsyncClient
-    safe: bool = False
-    path: str = wechat.DEFAULT_PATH
-    msg_ids: Iterator[int] = field(default_factory=lambda: count(7_000_000_001))
-    crypto: WeChatCrypto = field(default_factory=lambda: WeChatCrypto(TOKEN, AES_KEY, APP_ID))
-
-    def query(self, timestamp: int | None = None, nonce: str = "n0nce42") -> dict[str, str]:
-        stamp = str(int(time.time()) if timestamp is None else timestamp)
-        return {"signature": signature(TOKEN, stamp, nonce), "timestamp": stamp, "nonce": nonce}
-
-    async def verify(self, echo: str, **query: str) -> httpx.Response:
-        return await self.client.get(self.path, params={**self.query(), "echostr": echo, **query})
-
-    async def push(
-        self, xml: str, *, query: dict[str, str] | None = None, raw: bool = False
-    ) -> httpx.Response:
-        """POST one message; in safe mode encrypted as WeChat does unless `raw`."""
-        params = dict(query or self.query())
-        body = xml
-        if self.safe and not raw:
-            sealed = ET.fromstring(
-                self.crypto.encrypt_message(xml, params["nonce"], params["timestamp"])
-            )
-            params.update(encrypt_type="aes", msg_signature=sealed.findtext("MsgSignature") or "")
-            body = (
-                f"<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName>"
-                f"<Encrypt><![CDATA[{sealed.findtext('Encrypt')}]]></Encrypt></xml>"
-            )
-        return await self.client.post(
-            self.path, params=params, content=body.encode(), headers={"Content-Type": "text/xml"}
-        )
-
-    def read(self, response: httpx.Response) -> str:
-        """The text a member reads in a passive reply; "" for `success`."""
-        assert response.status_code == 200, response.status_code
-        if response.text == wechat.SUCCESS:
-            return ""
-        xml = response.text
-        if self.safe:
-            sealed = ET.fromstring(xml)
-            xml = self.crypto.decrypt_message(
-                xml,
-                sealed.findtext("MsgSignature"),
-                sealed.findtext("TimeStamp"),
-                sealed.findtext("Nonce"),
-            )
-        reply = ET.fromstring(xml)
-        assert reply.findtext("MsgType") == "text"
-        assert reply.findtext("ToUserName") and reply.findtext("FromUserName") == ACCOUNT
-        return reply.findtext("Content") or ""
-
-    async def say(self, openid: str, text: str, msg_id: int | None = None) -> str:
-        msg_id = next(self.msg_ids) if msg_id is None else msg_id
-        return self.read(await self.push(text_xml(openid, text, msg_id, int(time.time()))))
-
-    async def event(
-        self, openid: str, event: str, key: str | None = None, *, later: int = 0
-    ) -> str:
-        """An event `later` seconds from now (one user's events within a second are one)."""
-        created = int(time.time()) + later
-        return self.read(await self.push(event_xml(openid, event, created, key)))
 
 
 @dataclass
@@ -197,21 +105,17 @@ async def plain(db: Database, shop_config: ShopConfig) -> AsyncIterator[Bot]:
 
 
 async def new_member(db: Database, config: ShopConfig, balance: int = 0) -> int:
-    async with db.transaction() as session:
-        member = await members.create(
-            session, member_ref="M1", name="王先生", phone=PHONE, marketing_consent=True
-        )
-        assert member.id is not None
-        if balance:
+    member_id = await builders.new_member(db, "M1", PHONE, consent="counter")
+    if balance:
+        async with db.transaction() as session:
             await points.adjust(
-                session, member.id, balance, NOW.date(), config.loyalty, reason="开卡", actor="t"
+                session, member_id, balance, NOW.date(), config.loyalty, reason="开卡", actor="t"
             )
-        return member.id
+    return member_id
 
 
 async def invite(db: Database, member_id: int) -> str:
-    async with db.transaction() as session:
-        return await binding.create_invite(session, member_id, NOW, actor="staff:1")
+    return await invite_code(db, member_id, NOW)
 
 
 async def bound_to(db: Database, openid: str) -> int | None:
