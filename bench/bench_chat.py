@@ -60,7 +60,7 @@ from db.migrate import upgrade
 from db.models import ChatBinding, Member, PointsEntry
 from db.session import Database
 from domain.shop import load_shop_config
-from memberbot.app import tune_gc
+from memberbot.app import telegram_options, tune_gc
 from memberbot.settings import Settings
 
 SEED = 20_261_125
@@ -317,8 +317,9 @@ async def measure(db: Database, args: argparse.Namespace) -> bool:
             telegram_rate_per_second=0 if args.no_overall_limit else 30,
         )
         chat = Chat(db, config, clock=lambda: now, region=settings.default_region)
-        application = telegram.build_application(chat, settings, concurrency=args.concurrency)
-        async with telegram.running(application, settings):
+        options = telegram_options(settings)
+        application = telegram.build_application(chat, options, concurrency=args.concurrency)
+        async with telegram.running(application, options):
             tune_gc()  # as `memberbot serve` does once it has started
             if args.warmup:
                 print(f"warm-up: {args.warmup} of the members ask first")
