@@ -48,6 +48,9 @@ class InboundStatus(StrEnum):
     PENDING = "pending"  # claimed; the turn is running
     ANSWERED = "answered"  # the reply went back in the HTTP answer (and goes again to a retry)
     OWED = "owed"  # the turn overran the reply budget: the reply waits for the sender
+    SENDING = "sending"  # one deliverer took the owed reply and is sending it
+    DELIVERED = "delivered"  # the owed reply went out as a message of its own
+    UNDELIVERED = "undelivered"  # refused for good, or WeChat's 48 hours ran out
 
 
 class ComplaintStatus(StrEnum):
@@ -506,6 +509,23 @@ class InboundMessage(SQLModel, table=True):
     reply: str | None = Field(default=None, sa_type=Text)
     created_at: datetime = _created()
     settled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    due_at: datetime | None = Field(
+        default=None, sa_type=UTCDateTime, description="an owed reply waits until then to retry"
+    )
+
+
+class ChannelToken(SQLModel, table=True):
+    """A channel's API access token shared by every process (WeChat's stable token), with
+    its expiry and a lease that lets one process at a time fetch a new one (domain.tokens)."""
+
+    __tablename__ = "channel_token"
+
+    name: str = Field(
+        primary_key=True, max_length=80, description="channel:account, e.g. wechat:<AppID>"
+    )
+    token: str | None = Field(default=None, sa_type=Text)
+    expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class SurveyResponse(SQLModel, table=True):

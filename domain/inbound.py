@@ -12,7 +12,11 @@ the user, the event and its CreateTime; `event_key`):
   (the turn overran the channel's reply budget: the channel answered without it, and the
   reply waits for the channel's sender to deliver it as a message of its own);
 * `release` forgets a claim whose turn failed, so the service's next delivery runs it again;
-* `outcome` is what a later delivery reads; `prune` deletes what no delivery can still ask.
+* `outcome` is what a later delivery reads; `prune` deletes what no delivery can still ask;
+* an owed reply is delivered once: `due_owed` lists those due, `take` (a conditional update,
+  `owed` → `sending`) picks the one process that sends it, `delivered` records the outcome
+  (`delivered`, `owed` again with a `due_at`, or `undelivered`), and `give_up` ends one too
+  old to send. A process that dies mid-send leaves `sending`: never sent twice.
 
 The key names no member and the reply is what the chat already showed; the address is kept
 only so an owed reply can be delivered.
@@ -24,7 +28,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import InboundMessage, InboundStatus
@@ -114,3 +118,76 @@ async def prune(session: AsyncSession, now: datetime) -> int:
         .execution_options(synchronize_session=False)
     )
     return result.rowcount or 0
+
+
+# -- owed replies, delivered by the channel's sender ------------------------------------------
+
+SENDING, DELIVERED, UNDELIVERED = (
+    InboundStatus.SENDING,
+    InboundStatus.DELIVERED,
+    InboundStatus.UNDELIVERED,
+)
+
+
+@dataclass(frozen=True)
+class Owed:
+    id: int
+    address: str
+    reply: str
+    created_at: datetime
+
+
+async def due_owed(session: AsyncSession, channel: str, now: datetime, limit: int) -> list[Owed]:
+    """Owed replies whose time has come (never tried, or their retry is due), oldest first."""
+    rows = await session.execute(
+        select(
+            InboundMessage.id,
+            InboundMessage.address,
+            InboundMessage.reply,
+            InboundMessage.created_at,
+        )
+        .where(
+            InboundMessage.channel == channel,
+            InboundMessage.status == OWED,
+            or_(InboundMessage.due_at.is_(None), InboundMessage.due_at <= now),
+        )
+        .order_by(InboundMessage.created_at, InboundMessage.id)
+        .limit(limit)
+    )
+    return [Owed(row.id, row.address, row.reply or "", row.created_at) for row in rows]
+
+
+async def take(session: AsyncSession, owed_id: int, now: datetime) -> bool:
+    """Whether this deliverer is the one to send the owed reply (a conditional update: of two
+    processes, one wins). Commit before sending. A process that dies while sending leaves the
+    row `sending`: the reply is not sent twice, and `prune` removes it in time."""
+    return await _leave_owed(session, owed_id, SENDING, now)
+
+
+async def delivered(
+    session: AsyncSession, owed_id: int, now: datetime, *, sent: bool, retry_at: datetime | None
+) -> None:
+    """After the send: delivered, owed again until `retry_at`, or (neither) undelivered."""
+    status = DELIVERED if sent else (OWED if retry_at is not None else UNDELIVERED)
+    await session.execute(
+        update(InboundMessage)
+        .where(InboundMessage.id == owed_id, InboundMessage.status == SENDING)
+        .values(status=status, settled_at=now, due_at=None if sent else retry_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def give_up(session: AsyncSession, owed_id: int, now: datetime) -> bool:
+    """Mark an owed reply undelivered without sending it (its window has passed)."""
+    return await _leave_owed(session, owed_id, UNDELIVERED, now)
+
+
+async def _leave_owed(session: AsyncSession, owed_id: int, status: str, now: datetime) -> bool:
+    """Move a row that is still owed to `status`; whether this caller moved it."""
+    result = await session.execute(
+        update(InboundMessage)
+        .where(InboundMessage.id == owed_id, InboundMessage.status == OWED)
+        .values(status=status, settled_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1

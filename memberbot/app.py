@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.channels import telegram, wechat
+from bot.channels import telegram, wechat, wechat_api, wechat_send
 from db.session import Database
 from domain import scores
 from domain.errors import ConfigError
@@ -95,12 +95,28 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
             stack.push_async_callback(wx_channel.aclose)
             routes.append(wx_channel.route())
             log.info("wechat: webhook at %s", wx_options.path)
+            await stack.enter_async_context(owed_replies(rt, wx_options))
         await stack.enter_async_context(scheduler(rt, senders, dispatcher))
         app = Starlette(routes=routes)
         await stack.enter_async_context(http_server(app, settings.http_host, settings.http_port))
         log.info("memberbot is serving")
         await stop.wait()
         log.info("memberbot is stopping")
+
+
+@asynccontextmanager
+async def owed_replies(rt: runtime.Runtime, options: wechat.WeChatOptions) -> AsyncIterator[None]:
+    """Deliver the WeChat replies that overran the webhook's budget, as customer-service
+    messages, until the server stops. (The dispatcher does not send on WeChat yet.)"""
+    api = wechat_api.WeChatApi(rt.db, options.app_id, options.app_secret, options.api_base_url)
+    task = asyncio.create_task(wechat_send.OwedReplies(api).run(), name="wechat-owed")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        api.close()
 
 
 async def alert_staff(sender: Sender, addresses: Sequence[str], reply: Reply) -> None:
@@ -152,6 +168,7 @@ def wechat_options(settings: Settings) -> wechat.WeChatOptions | None:
         app_secret=settings.wechat_app_secret or "",
         aes_key=settings.wechat_aes_key or None,
         path=settings.wechat_path,
+        api_base_url=settings.wechat_api_base_url,
         reply_budget_seconds=settings.wechat_reply_seconds,
     )
     wechat.check_options(options)

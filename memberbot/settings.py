@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         description="EncodingAESKey (43 characters) for safe mode; unset = plain mode.",
     )
     wechat_path: str = Field(default="/wechat", description="Path of the WeChat webhook.")
+    wechat_api_base_url: str = Field(
+        default="https://api.weixin.qq.com",
+        description="Base URL of WeChat's API (stable token, customer-service messages).",
+    )
     wechat_reply_seconds: float = Field(
         default=4.0,
         description="How long a WeChat reply may take before the webhook answers `success` and "

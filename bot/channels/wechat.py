@@ -31,7 +31,8 @@ any of our processes. Each delivery is claimed in the database (`domain.inbound`
 MsgId, or for an event under its user, event and CreateTime: the first claim runs the turn,
 later ones wait for its reply and give the same one, so a retried redemption charges once.
 A turn that takes longer than `reply_budget_seconds` is answered `success` (WeChat then stops
-retrying) and its reply is stored as owed, for the customer-service sender to deliver.
+retrying) and its reply is stored as owed, for `wechat_send.OwedReplies` to send as a
+customer-service message.
 
 Entry points (used by `memberbot.app` and the tests): `WeChatOptions` (plain values),
 `WeChatChannel(chat, options)`, its `route()` (GET verification and POST messages at
@@ -47,7 +48,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +56,7 @@ from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as safe_xml
 from defusedxml import DefusedXmlException
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -66,16 +68,18 @@ from wechatpy.utils import WeChatSigner
 
 from bot.channels import numbered
 from bot.channels.chatlocks import ChatLocks
-from bot.conversation import BUTTON, COMMAND, JOINED, LEFT, TEXT, Answer, Chat, Event
+from bot.conversation import BUTTON, COMMAND, JOINED, LEFT, TEXT, Chat, Event
 from domain import choices, inbound
 from domain.binding import WECHAT
 from domain.errors import ConfigError
 from domain.messages import CHANNEL_LIMITS
+from domain.outgoing import Reply
 
 log = logging.getLogger(__name__)
 
 CHANNEL = WECHAT
 DEFAULT_PATH = "/wechat"
+DEFAULT_API_BASE_URL = "https://api.weixin.qq.com"
 SUCCESS = "success"  # what WeChat takes as "received, no reply": it stops retrying
 PASSIVE_LIMIT = CHANNEL_LIMITS[CHANNEL].limit  # bytes of a passive text reply
 AES_KEY_LENGTH = 43  # an EncodingAESKey: 32 bytes in base64 without its "="
@@ -104,6 +108,7 @@ class WeChatOptions:
     app_secret: str
     aes_key: str | None = None
     path: str = DEFAULT_PATH
+    api_base_url: str = DEFAULT_API_BASE_URL
     reply_budget_seconds: float = 4.0
     max_body_bytes: int = 64 * 1024
     max_clock_skew_seconds: int = 300
@@ -362,7 +367,7 @@ class WeChatChannel:
                     break
                 if found.status == inbound.ANSWERED:
                     return found.reply or ""
-                if found.status == inbound.OWED:
+                if found.status != inbound.PENDING:  # owed: the sender delivers it
                     return ""
                 await asyncio.sleep(POLL_SECONDS)
             else:
@@ -393,20 +398,12 @@ class WeChatChannel:
                     async with self.chat.db.read() as session:
                         offered = await choices.recall(session, CHANNEL, address, self._now())
                 answer = await self.chat.answer(event_for(message, offered))
-                listed = numbered.numbered(answer.replies)
-                text = self._compose(answer, listed)
+                text, listed = compose(self.chat, answer.locale, answer.replies)
                 owed = ticket.gave_up
                 if not owed:
                     ticket.text = text
                 async with self.chat.db.transaction() as session:
-                    await choices.remember(
-                        session,
-                        CHANNEL,
-                        address,
-                        {choice.key: choice.data for choice in listed},
-                        self._now(),
-                        self.chat.state_ttl_minutes,
-                    )
+                    await remember(session, self.chat, address, listed, self._now())
                     await inbound.settle(
                         session, CHANNEL, message.key, text, self._now(), owed=owed
                     )
@@ -415,13 +412,6 @@ class WeChatChannel:
             raise
         self._maybe_prune()
         return text
-
-    def _compose(self, answer: Answer, listed: list[numbered.Choice]) -> str:
-        tail = ""
-        if listed:
-            views = [choice.view() for choice in listed]
-            tail = self.chat.render("wechat_choices", answer.locale, {"choices": views})
-        return numbered.fit([reply.text for reply in answer.replies], tail, PASSIVE_LIMIT)
 
     async def _release(self, key: str) -> None:
         try:
@@ -461,6 +451,33 @@ class WeChatChannel:
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
+
+
+def compose(
+    chat: Chat, locale: str, replies: Sequence[Reply], limit: int = PASSIVE_LIMIT
+) -> tuple[str, list[numbered.Choice]]:
+    """Replies as one WeChat text: their texts, then their buttons as numbered choices
+    (`chat/wechat_choices`), within `limit` bytes; and the choices, for `remember`."""
+    listed = numbered.numbered(replies)
+    tail = ""
+    if listed:
+        views = [choice.view() for choice in listed]
+        tail = chat.render("wechat_choices", locale, {"choices": views})
+    return numbered.fit([reply.text for reply in replies], tail, limit), listed
+
+
+async def remember(
+    session: AsyncSession, chat: Chat, address: str, listed: list[numbered.Choice], now: datetime
+) -> None:
+    """Keep the choices a chat was just shown, so its next "1" presses the first."""
+    await choices.remember(
+        session,
+        CHANNEL,
+        address,
+        {choice.key: choice.data for choice in listed},
+        now,
+        chat.state_ttl_minutes,
+    )
 
 
 def _signed(*parts: str) -> str:
@@ -522,6 +539,8 @@ __all__ = [
     "WeChatChannel",
     "WeChatOptions",
     "check_options",
+    "compose",
     "event_for",
     "incoming",
+    "remember",
 ]

@@ -25,24 +25,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import html
 import itertools
 import json
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from tests.support.localserver import LocalServer
 
 TEXT_MAX = 4096
 CALLBACK_DATA_MAX = 64
@@ -182,14 +182,6 @@ class _Signal:
             self._waiters.discard(waiter)
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its signal handlers: the test runner owns Ctrl-C, not our server."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def _decode_form(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """PTB's form posts (and query strings): strings as they are, everything else JSON-encoded
     (reply_markup too)."""
@@ -293,8 +285,7 @@ class BotApiServer:
         self._in_flight = 0
         self._last_activity = time.monotonic()
         self._closing = False
-        self._server: uvicorn.Server | None = None
-        self._serve_task: asyncio.Task[None] | None = None
+        self._server: LocalServer | None = None
         self._methods: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
             "getme": self._get_me,
             "getupdates": self._get_updates,
@@ -331,34 +322,17 @@ class BotApiServer:
         app = Starlette(
             routes=[Route("/bot{token}/{method}", self._endpoint, methods=["GET", "POST"])]
         )
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        self._server = _QuietServer(config)
-        self._serve_task = asyncio.create_task(self._server.serve(), name="botapi-server")
-        while not self._server.started:
-            if self._serve_task.done():
-                await self._serve_task
-                raise RuntimeError("the Bot API server stopped while starting")
-            await asyncio.sleep(0.005)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server = LocalServer(app, "botapi-server")
+        port = await self._server.start()
         self.base_url = f"http://127.0.0.1:{port}/bot"
 
     async def stop(self) -> None:
         """End long polls at once (empty answers), then let uvicorn close its connections."""
         self._closing = True
         self._changed.wake()
-        if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            await self._serve_task
+        if self._server is not None:
+            await self._server.stop()
         self._server = None
-        self._serve_task = None
 
     # -- simulated users ------------------------------------------------------------------
 
