@@ -36,7 +36,8 @@ from db.types import utcnow
 from domain import binding
 from domain.binding import FlowState
 from domain.errors import DomainError
-from domain.messages import DEFAULT_LOCALE, LOCALES, Renderer, resolve_locale
+from domain.locales import DEFAULT_LOCALE, LOCALES, resolve_locale
+from domain.messages import Renderer
 from domain.outgoing import Button, Reply, valid_button_data
 from domain.shop import ShopConfig
 

@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from domain.errors import ConfigError
-from domain.messages import DEFAULT_LOCALE, TEMPLATES_DIR
+from domain.locales import DEFAULT_LOCALE
+from domain.messages import TEMPLATES_DIR
 from domain.shop import CATEGORIES as SERVICE_CATEGORIES
 from domain.shop import Names, to_cents
 from scheduler.outbox import CATEGORIES, MARKETING

@@ -15,7 +15,8 @@ from bot.conversation import Chat, Event
 from bot.flows import account, feedback
 from db.models import Complaint, ConversationState, SurveyResponse, Visit
 from db.session import Database
-from domain.messages import LOCALES, TEMPLATES_DIR, Renderer
+from domain.locales import LOCALES
+from domain.messages import TEMPLATES_DIR, Renderer
 from domain.outgoing import Reply
 from domain.shop import LoyaltyRules, ShopConfig
 from tests.support.builders import add_visit, link_chat, main_store, new_member

@@ -74,7 +74,7 @@ from bot import intents
 from bot.channels.chatlocks import ChatLocks
 from bot.conversation import BUTTON, COMMAND, CONTACT, TEXT, Chat, Event
 from domain.errors import ConfigError
-from domain.messages import LOCALES
+from domain.locales import LOCALES
 from domain.outgoing import BLOCKED, BUTTON_DATA_MAX, FAILED, RETRY, SENT, Delivery, Reply
 
 log = logging.getLogger(__name__)

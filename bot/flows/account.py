@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from bot.conversation import Flow, Stale, Turn
 from db.models import Member
 from domain import binding, members, privacy
-from domain.messages import LOCALES
+from domain.locales import LOCALES
 from domain.outgoing import Reply
 
 NAME = "account"

@@ -23,7 +23,7 @@ from bot.conversation import Flow, Stale, Turn
 from domain import binding, feedback
 from domain.errors import NotFound
 from domain.identity import mask_phone
-from domain.messages import DEFAULT_LOCALE
+from domain.locales import DEFAULT_LOCALE
 from domain.outgoing import Button, Reply
 
 NAME = "feedback"

@@ -21,8 +21,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Member, Service, Store, Tier, Vehicle, Visit
-from domain.locales import localized
-from domain.messages import resolve_locale
+from domain.locales import localized, resolve_locale
 from scheduler.outbox import MARKETING
 from scheduler.ruleconfig import CouponSpec, Rule
 
