@@ -145,29 +145,49 @@ class WeChatApi:
     async def send_text(self, openid: str, text: str) -> Delivery:
         """A customer-service text message to `openid`, with its outcome."""
         payload = {"touser": openid, "msgtype": "text", "text": {"content": text}}
+        return await self.deliver("message/custom/send", payload)
+
+    async def deliver(self, endpoint: str, payload: dict[str, Any]) -> Delivery:
+        """POST a message to `endpoint` (under `/cgi-bin/`) and report it as a `Delivery`."""
+        try:
+            await self.call(endpoint, payload)
+        except TokenUnavailable as exc:
+            log.warning("wechat api: no access token (%s)", exc)
+            return Delivery(RETRY, retry_after=TROUBLE_WAIT_SECONDS, error=f"token: {exc}")
+        except WeChatClientException as exc:
+            return outcome(exc)
+        except requests.RequestException as exc:
+            return Delivery(RETRY, retry_after=TROUBLE_WAIT_SECONDS, error=_describe(exc))
+        return Delivery(SENT)
+
+    async def call(
+        self, endpoint: str, payload: dict[str, Any] | None = None, *, method: str = "post"
+    ) -> Any:
+        """One API call with the shared token: `method` ("post" with a JSON `payload`, or
+        "get") on `endpoint` under `/cgi-bin/`, returning WeChat's decoded answer (a dict, or
+        the bytes of an image). A refused token is refreshed once and the call repeated.
+
+        Raises TokenUnavailable, wechatpy's WeChatClientException (an error code) or a
+        requests exception (the network)."""
         refused: str | None = None
-        for _attempt in range(2):
+        while True:
+            token = await self.token(refused)
             try:
-                token = await self.token(refused)
-            except TokenUnavailable as exc:
-                log.warning("wechat api: no access token (%s)", exc)
-                return Delivery(RETRY, retry_after=TROUBLE_WAIT_SECONDS, error=f"token: {exc}")
-            try:
-                await asyncio.to_thread(
+                if method == "get":
+                    return await asyncio.to_thread(
+                        self.client.get, endpoint, params={"access_token": token}
+                    )
+                return await asyncio.to_thread(
                     self.client.post,
-                    "message/custom/send",
+                    endpoint,
                     params={"access_token": token},
-                    data=payload,
+                    data=payload or {},
                 )
             except WeChatClientException as exc:
                 if exc.errcode in TOKEN_REFUSED and refused is None:
                     refused = token
                     continue
-                return outcome(exc)
-            except requests.RequestException as exc:
-                return Delivery(RETRY, retry_after=TROUBLE_WAIT_SECONDS, error=_describe(exc))
-            return Delivery(SENT)
-        return Delivery(RETRY, retry_after=TROUBLE_WAIT_SECONDS, error="token refused twice")
+                raise
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
