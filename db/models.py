@@ -417,6 +417,12 @@ class OutboxMessage(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=64)
     claimed_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
     sent_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    held_until: datetime | None = Field(
+        default=None,
+        sa_type=UTCDateTime,
+        description="set when a channel first could not carry it: it waits for the member "
+        "until then, and is unreachable after",
+    )
     created_at: datetime = _created()
 
 
@@ -526,6 +532,24 @@ class ChannelToken(SQLModel, table=True):
     token: str | None = Field(default=None, sa_type=Text)
     expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     lease_until: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ChatAllowance(SQLModel, table=True):
+    """Messages a member's action allows us to send them unasked (WeChat's customer-service
+    messages): one row per interaction, with its window and how many it allows and were used
+    (domain.allowances)."""
+
+    __tablename__ = "chat_allowance"
+    __table_args__ = (Index("ix_chat_allowance_address", "channel", "address", "expires_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=64)
+    kind: str = Field(max_length=16, description="message, click, subscribe or scan")
+    granted_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    quota: int
+    used: int = Field(default=0)
 
 
 class SurveyResponse(SQLModel, table=True):

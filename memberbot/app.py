@@ -36,6 +36,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from bot.channels import telegram, wechat, wechat_api, wechat_send
+from bot.conversation import Chat
 from db.session import Database
 from domain import scores
 from domain.errors import ConfigError
@@ -70,15 +71,18 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
         senders: dict[str, Sender] = {}
         tg_options = telegram_options(settings)
         wx_options = wechat_options(settings)
+        chat = rt.chat()
         if tg_options.token:
             sender = telegram.TelegramSender(tg_options.token, tg_options.base_url)
             senders[sender.channel] = await stack.enter_async_context(sender)
         elif wx_options is None:
             log.info("no chat channel configured (neither Telegram's token nor WeChat's is set)")
+        if wx_options is not None:
+            wx_sender = await stack.enter_async_context(wechat_sending(rt, wx_options, chat))
+            senders[wx_sender.channel] = wx_sender
         # One dispatcher for the process: the chat's replies count against its pace, so
         # replies and reminders together keep to the bot's limit.
         dispatcher = build_dispatcher(rt, senders)
-        chat = rt.chat()
         if tg_options.token:
             chat.staff_channel = partial(alert_staff, sender)
             application = telegram.build_application(
@@ -95,7 +99,6 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
             stack.push_async_callback(wx_channel.aclose)
             routes.append(wx_channel.route())
             log.info("wechat: webhook at %s", wx_options.path)
-            await stack.enter_async_context(owed_replies(rt, wx_options))
         await stack.enter_async_context(scheduler(rt, senders, dispatcher))
         app = Starlette(routes=routes)
         await stack.enter_async_context(http_server(app, settings.http_host, settings.http_port))
@@ -105,13 +108,15 @@ async def serve(settings: Settings | None = None, *, stop: asyncio.Event | None 
 
 
 @asynccontextmanager
-async def owed_replies(rt: runtime.Runtime, options: wechat.WeChatOptions) -> AsyncIterator[None]:
-    """Deliver the WeChat replies that overran the webhook's budget, as customer-service
-    messages, until the server stops. (The dispatcher does not send on WeChat yet.)"""
+async def wechat_sending(
+    rt: runtime.Runtime, options: wechat.WeChatOptions, chat: Chat
+) -> AsyncIterator[wechat_send.WeChatSender]:
+    """The dispatcher's sender for WeChat, and the delivery of the webhook's owed replies,
+    on one API client, until the server stops."""
     api = wechat_api.WeChatApi(rt.db, options.app_id, options.app_secret, options.api_base_url)
     task = asyncio.create_task(wechat_send.OwedReplies(api).run(), name="wechat-owed")
     try:
-        yield
+        yield wechat_send.WeChatSender(api, chat)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -188,11 +193,15 @@ def dispatch_policy(settings: Settings, config: ShopConfig, **overrides: Any) ->
         "marketing_cap_days": settings.marketing_cap_days,
         "batch": settings.dispatch_batch,
         "interval_seconds": settings.dispatch_interval_seconds,
+        "hold_days": settings.wechat_hold_days,
         "limits": {
             telegram.CHANNEL: ChannelLimits(
                 per_second=settings.telegram_rate_per_second,
                 chat_interval=settings.telegram_chat_interval_seconds,
-            )
+            ),
+            wechat.CHANNEL: ChannelLimits(
+                per_second=settings.wechat_rate_per_second, chat_interval=0.0
+            ),
         },
         "default_timezone": config.zone.key,
     }

@@ -87,6 +87,17 @@ class Settings(BaseSettings):
         description="How long a WeChat reply may take before the webhook answers `success` and "
         "the reply is owed (WeChat gives up waiting at 5 s).",
     )
+    wechat_hold_days: float = Field(
+        default=7.0,
+        gt=0,
+        le=365,
+        description="How long a message WeChat cannot carry yet (an offer, or a reminder without "
+        "a template message, outside the member's customer-service allowance) waits for the "
+        "member's next message before it counts as unreachable.",
+    )
+    wechat_rate_per_second: float = Field(
+        default=20.0, gt=0, description="WeChat API sends per second, over all members."
+    )
     chat_state_ttl_minutes: int = Field(
         default=30, description="How long a half-finished chat flow (a booking) is remembered."
     )

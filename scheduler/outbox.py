@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import MessageCategory, OutboxMessage, OutboxStatus
 from db.session import upsert_insert
 from db.types import utcnow
+from domain.outgoing import WAITING_FOR_MEMBER
 
 PENDING, CLAIMED, SENT = OutboxStatus.PENDING, OutboxStatus.CLAIMED, OutboxStatus.SENT
 FAILED, SKIPPED = OutboxStatus.FAILED, OutboxStatus.SKIPPED
@@ -265,6 +266,30 @@ async def release(
     """Hand a claimed row back untried, due at `not_before` (quiet hours, a channel asking us to
     slow down, a lease about to run out). The claim's attempt is given back: waiting is not a
     failure and must not bring a message closer to its last attempt."""
+    return await _hand_back(session, message_id, worker, max(not_before, now), _clip(reason))
+
+
+async def hold(
+    session: AsyncSession, message_id: int, worker: str, now: datetime, until: datetime
+) -> bool:
+    """Hand a claimed row back to wait for the member (its channel can carry it only after
+    the member's next action, which makes it due again: `domain.allowances.wake`), at most
+    until `until`, when it is decided once more. `held_until` keeps the first wait's end, so
+    waking and waiting again never stretches it."""
+    held_until = func.coalesce(OutboxMessage.held_until, until)
+    return await _hand_back(
+        session, message_id, worker, max(until, now), WAITING_FOR_MEMBER, held_until=held_until
+    )
+
+
+async def _hand_back(
+    session: AsyncSession,
+    message_id: int,
+    worker: str,
+    not_before: datetime,
+    reason: str,
+    **values: Any,
+) -> bool:
     m = OutboxMessage
     return await _finish(
         session,
@@ -272,9 +297,10 @@ async def release(
         worker,
         status=PENDING,
         claimed_by=None,
-        not_before=max(not_before, now),
+        not_before=not_before,
         attempts=case((m.attempts > 0, m.attempts - 1), else_=0),
-        last_error=_clip(reason),
+        last_error=reason,
+        **values,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from domain import cards
 from domain.errors import ConfigError
 from domain.locales import DEFAULT_LOCALE
 from domain.messages import TEMPLATES_DIR
@@ -69,6 +70,24 @@ class CouponSpec(_Strict):
         return day + timedelta(days=self.valid_days - 1)
 
 
+class WeChatTemplate(_Strict):
+    """The WeChat template message a rule's message goes as when the member's
+    customer-service allowance is spent: the template's id from the Official Account's
+    console, and what fills each of its keywords (a message template each, rendered for the
+    member like the message). Checked here against WeChat's limits (`domain.cards`)."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+    fields: Annotated[dict[str, Annotated[str, Field(max_length=200)]], Field(min_length=1)]
+    url: Annotated[str, Field(pattern=r"^(https://\S{1,500})?$")] = ""
+
+    @model_validator(mode="after")
+    def _fits(self) -> WeChatTemplate:
+        found = cards.problems(self.fields)
+        if found:
+            raise ValueError("; ".join(found))
+        return self
+
+
 class _RuleBase(_Strict):
     key: Key
     category: Literal[CATEGORIES]  # type: ignore[valid-type]
@@ -76,12 +95,15 @@ class _RuleBase(_Strict):
     enabled: bool = True
     quiet_hours: bool = True
     coupon: CouponSpec | None = None
+    wechat_template: WeChatTemplate | None = None
 
     @model_validator(mode="after")
     def _offers_are_marketing(self) -> _RuleBase:
         kind = getattr(self, "kind", "")
         if (kind in OFFER_KINDS or self.coupon is not None) and self.category != MARKETING:
             raise ValueError(f"a {kind} rule or a rule with a coupon must be category marketing")
+        if self.wechat_template is not None and self.category == MARKETING:
+            raise ValueError("WeChat template messages may not carry marketing")
         return self
 
 

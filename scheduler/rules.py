@@ -177,8 +177,12 @@ def coupon_context(spec: CouponSpec, code: str, locale: str, day: date) -> dict[
 
 
 def _with_rule_flags(rule: Rule, context: dict[str, Any]) -> dict[str, Any]:
-    """What the dispatcher reads besides the words: whether quiet hours hold the message."""
-    return {**context, "dispatch": {"quiet_hours": rule.quiet_hours}}
+    """What the dispatcher reads besides the words: whether quiet hours hold the message, and
+    the WeChat template message it may go as."""
+    flags: dict[str, Any] = {"quiet_hours": rule.quiet_hours}
+    if rule.wechat_template is not None:
+        flags["wechat_template"] = rule.wechat_template.model_dump()
+    return {**context, "dispatch": flags}
 
 
 async def _existing(session: AsyncSession, model: Any, column: Any, keys: list[str]) -> dict:

@@ -28,7 +28,7 @@ from scheduler.dispatch import (
 )
 from scheduler.outbox import Intent, OutboxReason
 from tests.support.botapi_server import BotApiServer
-from tests.support.builders import add_store, new_member, new_members
+from tests.support.builders import add_store, new_member, new_members, queued
 
 # 11:00 in Shanghai: outside the default quiet hours (21:00-09:00).
 NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
@@ -87,15 +87,7 @@ async def queue(
         not_before=due,
         context=context or {},
     )
-    async with db.transaction() as session:
-        await outbox.enqueue(session, [intent])
-        row = await session.scalar(
-            select(OutboxMessage).where(OutboxMessage.idempotency_key == intent.idempotency_key)
-        )
-        assert row is not None and row.id is not None
-        row.body = body or f"{rule} {occurrence} for {member_id}"
-        session.add(row)
-    return row.id
+    return await queued(db, intent, body or f"{rule} {occurrence} for {member_id}")
 
 
 async def row(db: Database, message_id: int) -> OutboxMessage:

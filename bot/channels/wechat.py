@@ -34,6 +34,11 @@ A turn that takes longer than `reply_budget_seconds` is answered `success` (WeCh
 retrying) and its reply is stored as owed, for `wechat_send.OwedReplies` to send as a
 customer-service message.
 
+The first delivery of each message or event is also recorded as an interaction
+(`domain.allowances.grant`): what it allows the dispatcher to send as customer-service
+messages, and a wake-up for messages that waited for the member. An unsubscribe ends the
+member's allowance and has what waited for them decided again at once.
+
 Entry points (used by `memberbot.app` and the tests): `WeChatOptions` (plain values),
 `WeChatChannel(chat, options)`, its `route()` (GET verification and POST messages at
 `options.path`) and `aclose()` (waits for turns still running).
@@ -69,7 +74,7 @@ from wechatpy.utils import WeChatSigner
 from bot.channels import numbered
 from bot.channels.chatlocks import ChatLocks
 from bot.conversation import BUTTON, COMMAND, JOINED, LEFT, TEXT, Chat, Event
-from domain import choices, inbound
+from domain import allowances, choices, inbound
 from domain.binding import WECHAT
 from domain.errors import ConfigError
 from domain.messages import CHANNEL_LIMITS
@@ -189,6 +194,24 @@ def incoming(message: Any) -> Incoming | None:
     else:
         return None
     return Incoming(openid, account, inbound.event_key(openid, event, created, scene), kind, scene)
+
+
+_ALLOWING = {
+    "text": allowances.MESSAGE,
+    "other": allowances.MESSAGE,
+    "click": allowances.CLICK,
+    "subscribe": allowances.SUBSCRIBE,
+    "scan": allowances.SCAN,
+}
+
+
+async def _interacted(session: AsyncSession, message: Incoming, now: datetime) -> None:
+    """Record what the member's action allows us to send them (and so wake what waited for
+    it), or, for an unsubscribe, that nothing more is allowed. Once per delivery key."""
+    if message.kind == "unsubscribe":
+        await allowances.left(session, CHANNEL, message.openid, now)
+    else:
+        await allowances.grant(session, CHANNEL, message.openid, _ALLOWING[message.kind], now)
 
 
 def _plain(value: Any) -> str:
@@ -358,6 +381,8 @@ class WeChatChannel:
                 first = await inbound.claim(
                     session, CHANNEL, message.key, message.openid, self._now()
                 )
+                if first:
+                    await _interacted(session, message, self._now())
             if first:
                 return await self._run_within(message, deadline)
             while loop.time() < deadline:
@@ -431,6 +456,7 @@ class WeChatChannel:
         try:
             async with self.chat.db.transaction() as session:
                 removed = await inbound.prune(session, self._now())
+                await allowances.prune(session, self._now())
         except Exception as exc:
             log.warning("wechat: pruning deliveries failed (%s)", type(exc).__name__)
             return

@@ -1,5 +1,6 @@
-"""WeChat's API as the bot uses it: the stable access token, shared through the database,
-and customer-service text messages, each send reported as a `Delivery`.
+"""WeChat's API as the bot uses it: the stable access token, shared through the database;
+customer-service text messages and template messages, each send reported as a `Delivery`;
+and `call` for any other API (the menu, QR codes).
 
 Built on wechatpy's `WeChatClient`, with three of its habits changed:
 
@@ -19,11 +20,12 @@ What a send's answer means (`Delivery`):
 
 * 0 → SENT;
 * 43004 (the member unfollowed) → BLOCKED;
-* 45015 (more than 48 hours since the member last wrote) → FAILED, error "out of window":
-  sending again cannot help until the member writes; a template message is the way out;
-* 45009 (the account's daily API allowance is spent) → RETRY after an hour; 45047 (too many
-  customer-service messages to this member without an answer) → RETRY after an hour. Neither
-  is retried here: whoever holds the message waits `retry_after`, never a tight loop;
+* 45015 (more than 48 hours since the member last wrote) and 45047 (too many
+  customer-service messages to this member without an answer) → FAILED, error "out of
+  window": sending again cannot help until the member writes; a template message is the way
+  out (`out_of_window`);
+* 45009 (the account's daily API allowance is spent) → RETRY after an hour, not retried
+  here: whoever holds the message waits `retry_after`, never a tight loop;
 * a token still refused after one refresh, a token that cannot be fetched, network errors and
   5xx answers → RETRY (a minute); any other error code → FAILED with the code and message.
 """
@@ -43,14 +45,16 @@ from wechatpy.exceptions import WeChatClientException
 
 from db.session import Database
 from domain import tokens
-from domain.outgoing import BLOCKED, FAILED, RETRY, SENT, Delivery
+from domain.outgoing import BLOCKED, FAILED, RETRY, SENT, Card, Delivery
 
 log = logging.getLogger(__name__)
 
 TOKEN_REFUSED = frozenset({40001, 42001, 40014})  # invalid, expired, malformed access token
 UNFOLLOWED = 43004
-OUT_OF_WINDOW = 45015
-QUOTA = frozenset({45009, 45047})
+# More than 48 hours since the member last wrote; too many messages to them without an answer.
+OUT_OF_WINDOW = frozenset({45015, 45047})
+OUT_OF_WINDOW_ERROR = "out of window"
+QUOTA = 45009  # the account's daily allowance of this API
 QUOTA_WAIT_SECONDS = 3600.0
 TROUBLE_WAIT_SECONDS = 60.0
 TOKEN_MARGIN = timedelta(minutes=5)  # a token this close to its expiry is renewed
@@ -147,6 +151,17 @@ class WeChatApi:
         payload = {"touser": openid, "msgtype": "text", "text": {"content": text}}
         return await self.deliver("message/custom/send", payload)
 
+    async def send_card(self, openid: str, card: Card) -> Delivery:
+        """A template message to `openid`: the card's template, its keywords filled."""
+        payload: dict[str, Any] = {
+            "touser": openid,
+            "template_id": card.template_id,
+            "data": {keyword: {"value": value} for keyword, value in card.fields},
+        }
+        if card.url:
+            payload["url"] = card.url
+        return await self.deliver("message/template/send", payload)
+
     async def deliver(self, endpoint: str, payload: dict[str, Any]) -> Delivery:
         """POST a message to `endpoint` (under `/cgi-bin/`) and report it as a `Delivery`."""
         try:
@@ -198,13 +213,19 @@ def outcome(exc: WeChatClientException) -> Delivery:
     code, error = exc.errcode, _describe(exc)
     if code == UNFOLLOWED:
         return Delivery(BLOCKED, error=error)
-    if code == OUT_OF_WINDOW:
-        return Delivery(FAILED, error=f"out of window: {error}")
-    if code in QUOTA:
+    if code in OUT_OF_WINDOW:
+        return Delivery(FAILED, error=f"{OUT_OF_WINDOW_ERROR}: {error}")
+    if code == QUOTA:
         return Delivery(RETRY, retry_after=QUOTA_WAIT_SECONDS, error=f"quota: {error}")
     if code is None or code in TOKEN_REFUSED or code == -1:  # HTTP trouble, token, busy
         return Delivery(RETRY, retry_after=TROUBLE_WAIT_SECONDS, error=error)
     return Delivery(FAILED, error=error)
+
+
+def out_of_window(delivery: Delivery) -> bool:
+    """Whether WeChat refused a customer-service message because the member's window is
+    closed: only the member's next action (or a template message) can help."""
+    return delivery.status == FAILED and (delivery.error or "").startswith(OUT_OF_WINDOW_ERROR)
 
 
 def _describe(exc: BaseException) -> str:
@@ -213,4 +234,4 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-__all__ = ["TokenUnavailable", "WeChatApi", "outcome"]
+__all__ = ["TokenUnavailable", "WeChatApi", "out_of_window", "outcome"]

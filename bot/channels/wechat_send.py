@@ -1,9 +1,18 @@
 """Messages to WeChat members outside a passive reply: the `Sender` for WeChat, and the
 delivery of replies the webhook owes.
 
-`WeChatSender` sends a `Reply` as a customer-service text message (`bot.channels.wechat_api`):
-its buttons become numbered choices exactly as in a passive reply (`wechat.compose`), and the
-choices are kept (`wechat.remember`) so the member's next "1" presses the first.
+`WeChatSender` sends what the dispatcher hands it the way WeChat allows
+(`domain.allowances` keeps the quotas):
+
+* while the member's last actions allow customer-service messages, as one: its buttons become
+  numbered choices exactly as in a passive reply (`wechat.compose`, in the member's language),
+  and the choices are kept (`wechat.remember`) so the member's next "1" presses the first;
+* otherwise, when its rule has a template message configured (`reply.card`, fitted to
+  WeChat's limits when it was rendered), as that template message. Never for marketing:
+  WeChat forbids offers in template messages;
+* otherwise WAIT: the dispatcher holds the message until the member's next action (or
+  counts it unreachable when it has waited too long). So does a customer-service message
+  WeChat refuses as out of window although our record allowed it.
 
 `OwedReplies` delivers the replies of turns that overran the webhook's reply budget (the
 webhook answered `success` and stored the reply as owed, `domain.inbound`). Each pass takes
@@ -22,10 +31,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from bot.channels import wechat
-from bot.channels.wechat_api import WeChatApi
+from bot.channels.wechat_api import WeChatApi, out_of_window
 from bot.conversation import Chat
-from domain import inbound
-from domain.outgoing import RETRY, SENT, Delivery, Reply
+from db.models import MessageCategory
+from domain import allowances, inbound
+from domain.outgoing import RETRY, SENT, WAIT, Delivery, Reply
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +47,43 @@ MIN_RETRY_SECONDS = 5.0
 
 
 class WeChatSender:
-    """`domain.outgoing.Sender` for WeChat: a `Reply` as a customer-service text message."""
+    """`domain.outgoing.Sender` for WeChat: a customer-service message while the member's
+    allowance lasts; else the rule's template message (never for marketing); else WAIT."""
 
     channel = wechat.CHANNEL
 
     def __init__(self, api: WeChatApi, chat: Chat) -> None:
         self.api = api
         self.chat = chat
+        self.db = chat.db
 
     async def send(self, address: str, reply: Reply) -> Delivery:
-        text, listed = wechat.compose(self.chat, self.chat.default_locale, [reply], TEXT_LIMIT)
+        async with self.db.transaction() as session:
+            taken = await allowances.take(session, wechat.CHANNEL, address, self._now())
+        if taken is not None:
+            delivery = await self._as_text(address, reply)
+            if delivery.status == SENT:
+                return delivery
+            async with self.db.transaction() as session:
+                await allowances.give_back(session, taken)
+            if not out_of_window(delivery):
+                return delivery
+            # WeChat counts the window closed although our record did not: fall back.
+        if reply.card is not None and reply.category != MessageCategory.MARKETING:
+            return await self.api.send_card(address, reply.card)
+        return Delivery(WAIT, error="no customer-service allowance: waits for the member")
+
+    async def _as_text(self, address: str, reply: Reply) -> Delivery:
+        locale = reply.locale or self.chat.default_locale
+        text, listed = wechat.compose(self.chat, locale, [reply], TEXT_LIMIT)
         delivery = await self.api.send_text(address, text)
         if delivery.status == SENT and listed:
-            async with self.chat.db.transaction() as session:
-                await wechat.remember(session, self.chat, address, listed, _now(self.api.clock))
+            async with self.db.transaction() as session:
+                await wechat.remember(session, self.chat, address, listed, self._now())
         return delivery
+
+    def _now(self) -> datetime:
+        return _now(self.api.clock)
 
 
 class OwedReplies:
@@ -107,6 +139,9 @@ class OwedReplies:
 
     async def _send(self, owed: inbound.Owed) -> Delivery:
         try:
+            async with self.db.transaction() as session:
+                # The reply answers the member's own message, whose allowance it uses.
+                await allowances.take(session, wechat.CHANNEL, owed.address, _now(self.clock))
             return await self.api.send_text(owed.address, owed.reply)
         except Exception as exc:  # the database or a bug: try again later, do not lose it
             log.warning("wechat: sending an owed reply failed (%s)", type(exc).__name__)

@@ -41,7 +41,12 @@ One round (`Dispatcher.run_once`) is three steps:
    backoff with jitter, until `max_attempts` → failed; BLOCKED → unreachable (`blocked`), the
    chat is unbound (`domain.binding.unbind`, actor `dispatch`; the binding row stays as
    history) so no later message is tried there, and the lane's remaining rows are unreachable
-   too; FAILED → failed.
+   too; FAILED → failed; WAIT (the channel may carry it only after the member's next action:
+   WeChat outside the member's customer-service allowance) → held: back to the pool with
+   the reason `waiting_for_member`, due when the wait ends (`hold_days` after the first
+   wait, kept in `held_until`). The member's next interaction makes it due at once
+   (`domain.allowances.wake`); a row still held when its wait ends is unreachable
+   (`no_window`), for staff to phone.
 
 Crash safety comes from the outbox: an unrecorded row stays claimed until its lease runs out
 and is then sent again. What can go out twice is therefore at most the batch in flight when a

@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import Member, OutboxMessage, Store
 from db.session import Database
 from db.types import utcnow
-from domain import binding
+from domain import binding, cards
 from domain.errors import DomainError
 from domain.messages import Renderer
-from domain.outgoing import BLOCKED, RETRY, SENT, Button, Delivery, Reply, Sender
+from domain.outgoing import BLOCKED, RETRY, SENT, WAIT, Button, Card, Delivery, Reply, Sender
 from scheduler import outbox
 from scheduler.dispatch.pacer import Pacer
 from scheduler.dispatch.policy import (
@@ -38,6 +38,7 @@ from scheduler.dispatch.policy import (
     NO_CHAT,
     NO_CONSENT,
     NO_SENDER,
+    NO_WINDOW,
     OPT_OUT_FOOTER,
     QUIET_HOURS,
     DispatchPolicy,
@@ -50,6 +51,7 @@ from scheduler.dispatch.recording import (
     outcome_blocked,
     outcome_deferred,
     outcome_failed,
+    outcome_held,
     outcome_sent,
     outcome_unreachable,
 )
@@ -297,7 +299,11 @@ class Dispatcher:
                 summary.failed += 1
                 continue
             await outbox.assign(session, row.id, worker, channel, reply.text)
-            planned.append(Planned(row.id, row.member_id, row.attempts, channel, address, reply))
+            planned.append(
+                Planned(
+                    row.id, row.member_id, row.attempts, channel, address, reply, row.held_until
+                )
+            )
         return planned
 
     def _keeps_quiet(self, row: OutboxMessage) -> bool:
@@ -309,7 +315,8 @@ class Dispatcher:
         return row.category in self.policy.quiet_categories
 
     def _reply(self, row: OutboxMessage, channel: str) -> Reply:
-        """The stored text (a retry sends the same words), or the template rendered now."""
+        """The stored text (a retry sends the same words), or the template rendered now; with
+        the rule's card, for channels that need one outside a conversation."""
         context = row.context or {}
         text = row.body
         if text is None:
@@ -319,7 +326,29 @@ class Dispatcher:
         if row.category == outbox.MARKETING:
             # Every offer says how to stop them, whoever wrote its template.
             text = f"{text}\n\n{self.renderer.render(OPT_OUT_FOOTER, row.locale, {}, channel)}"
-        return Reply(text=text, buttons=buttons_from(context))
+        return Reply(
+            text=text,
+            buttons=buttons_from(context),
+            locale=row.locale,
+            category=row.category,
+            card=self._card(row),
+        )
+
+    def _card(self, row: OutboxMessage) -> Card | None:
+        """The rule's WeChat template message (`context["dispatch"]["wechat_template"]`,
+        written by `scheduler.rules`), rendered for this member."""
+        flags = (row.context or {}).get("dispatch")
+        spec = flags.get("wechat_template") if isinstance(flags, dict) else None
+        if not isinstance(spec, dict):
+            return None
+        return cards.render(
+            str(spec["id"]),
+            dict(spec["fields"]),
+            row.locale,
+            outbox.revived_context(row.context or {}),
+            self.renderer,
+            url=str(spec.get("url") or ""),
+        )
 
     # -- sending and recording -------------------------------------------------------------
 
@@ -374,6 +403,8 @@ class Dispatcher:
             elif delivery.status == BLOCKED:
                 blocked = True
                 recorder.add(outcome_blocked(item))
+            elif delivery.status == WAIT:
+                recorder.add(self._held(item, now))
             else:
                 recorder.add(outcome_failed(item, now, delivery.error or "refused by the channel"))
 
@@ -389,6 +420,13 @@ class Dispatcher:
         except Exception as exc:
             log.warning("sender %s raised %s", sender.channel, type(exc).__name__)
             return Delivery(RETRY, error=f"{type(exc).__name__}: {exc}")
+
+    def _held(self, item: Planned, now: datetime) -> Outcome:
+        """Wait for the member until the first wait ends; after that, unreachable."""
+        until = item.held_until or now + timedelta(days=self.policy.hold_days)
+        if now >= until:
+            return outcome_unreachable(item, NO_WINDOW)
+        return outcome_held(item, now, until)
 
     def _retry(self, item: Planned, now: datetime, error: str) -> Outcome:
         if item.attempts >= self.policy.max_attempts:

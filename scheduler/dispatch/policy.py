@@ -21,6 +21,8 @@ from scheduler import outbox
 ERASED, NO_CONSENT, MARKETING_CAP = "erased", "no_consent", "marketing_cap"
 NO_CHAT, NO_SENDER, BLOCKED_CHAT = "no_chat", "no_sender", "blocked"
 QUIET_HOURS, LEASE_ENDING = "quiet_hours", "lease_ending"
+# Waited `hold_days` for the member's next action, which its channel needed first.
+NO_WINDOW = "no_window"
 UNBIND_ACTOR = "dispatch"
 OPT_OUT_FOOTER = "opt_out_footer"
 
@@ -91,6 +93,8 @@ class DispatchPolicy:
     quiet_categories: frozenset[str] = frozenset({outbox.SERVICE, outbox.MARKETING})
     marketing_cap: int = 2
     marketing_cap_days: int = 7
+    # How long a message waits for the member when its channel needs their action first.
+    hold_days: float = 7.0
     batch: int = 200
     lease_seconds: int = 300
     # No send starts when less than this is left of the lease.

@@ -29,6 +29,7 @@ class DispatchSummary:
     claimed: int = 0
     sent: int = 0
     deferred: int = 0  # handed back untried: quiet hours, flood control, lease ending
+    held: int = 0  # waiting for the member's next action, which the channel needs first
     retried: int = 0  # transient failure: back to the pool after a backoff
     skipped: int = 0
     unreachable: int = 0
@@ -50,6 +51,7 @@ class Planned:
     channel: str
     address: str
     reply: Reply
+    held_until: datetime | None = None  # the end of its wait for the member, once it waited
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,13 @@ def outcome_deferred(
         return await outbox.release(session, item.message_id, worker, now, due or now, reason)
 
     return Outcome("deferred", item.message_id, apply)
+
+
+def outcome_held(item: Planned, now: datetime, until: datetime) -> Outcome:
+    async def apply(session: AsyncSession, worker: str) -> bool:
+        return await outbox.hold(session, item.message_id, worker, now, until)
+
+    return Outcome("held", item.message_id, apply)
 
 
 def outcome_failed(item: Planned, now: datetime, error: str) -> Outcome:

@@ -1,5 +1,6 @@
 """Builders of what tests set up again and again: members (with a chat bound to them), their
-cars and visits, stores, invite codes, and a chat linked the way a member links it.
+cars and visits, stores, invite codes, a chat linked the way a member links it, and queued
+outbox messages.
 
 Each builder runs in a transaction of its own, through the domain functions where the domain
 has one (`members.create`, `visits.record`, `binding.create_invite`), and returns ids. The
@@ -15,11 +16,13 @@ from typing import Any
 from sqlalchemy import select
 
 from bot.conversation import COMMAND, Chat, Event
-from db.models import ChatBinding, Store, Vehicle
+from db.models import ChatBinding, OutboxMessage, Store, Vehicle
 from db.session import Database
 from domain import binding, members, visits
 from domain.outgoing import Reply
 from domain.shop import LoyaltyRules
+from scheduler import outbox
+from scheduler.outbox import Intent
 
 TELEGRAM = "telegram"
 PHONE = "13812345678"
@@ -92,6 +95,13 @@ def _binding(member_id: int, chat: int | str, channel: str) -> ChatBinding:
     return ChatBinding(channel=channel, address=str(chat), member_id=member_id, via="invite")
 
 
+async def bind_chat(db: Database, member_id: int, chat: int | str, channel: str = TELEGRAM) -> None:
+    """Bind `chat` on `channel` to the member, as a redeemed invite leaves it (without the
+    conversation: no interaction is recorded)."""
+    async with db.transaction() as session:
+        session.add(_binding(member_id, chat, channel))
+
+
 async def add_car(db: Database, member_id: int, plate: str, **fields: Any) -> int:
     """A car of the member; `fields` are further `Vehicle` columns (make, model, vin, dates)."""
     return await _insert(db, Vehicle(member_id=member_id, plate=plate, **fields))
@@ -158,3 +168,16 @@ async def link_chat(
         bound = await binding.member_for(session, channel, address)
     assert bound is not None and bound.id == member_id, [reply.text for reply in replies]
     return replies
+
+
+async def queued(db: Database, intent: Intent, body: str) -> int:
+    """Queue `intent` with its text already written (`body`), as if rendered; its row's id."""
+    async with db.transaction() as session:
+        await outbox.enqueue(session, [intent])
+        row = await session.scalar(
+            select(OutboxMessage).where(OutboxMessage.idempotency_key == intent.idempotency_key)
+        )
+        assert row is not None and row.id is not None
+        row.body = body
+        session.add(row)
+    return row.id

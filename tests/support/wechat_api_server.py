@@ -1,4 +1,5 @@
-"""A local WeChat API server for tests: the stable token and customer-service messages.
+"""A local WeChat API server for tests: the stable token, customer-service and template
+messages.
 
 A Starlette app served by uvicorn in the running event loop on 127.0.0.1 (like
 `botapi_server.py`), answering as WeChat does:
@@ -12,7 +13,10 @@ A Starlette app served by uvicorn in the running event loop on 127.0.0.1 (like
   as (openid, text); a token that is not the current one is 40001, an expired one 42001;
   a member who unfollowed (`unfollow`) is 43004. `fail_next(code)` makes the next sends
   answer an error code (45009 quota, 45015 out of window, 42001…); `expire_token()` makes
-  the current token expired, as WeChat does after two hours.
+  the current token expired, as WeChat does after two hours;
+* `POST /cgi-bin/message/template/send?access_token=…`: a template message, recorded in
+  `cards` as (openid, template_id, {keyword: value}); a keyword value over 20 characters or
+  with a line break is 47003, as WeChat refuses it; token, unfollow and `fail_next` as above.
 
     async with WeChatApiServer() as server:
         api = WeChatApi(db, server.app_id, server.app_secret, server.base_url)
@@ -42,7 +46,10 @@ ERRORS = {
     45009: "reach max api daily quota limit",
     45015: "response out of time limit or subscription is canceled",
     45047: "out of response count limit",
+    40037: "invalid template_id",
+    47003: "argument invalid! data.value invalid",
 }
+FIELD_LIMIT = 20  # characters WeChat shows of a template keyword's value
 
 
 class WeChatApiServer:
@@ -55,6 +62,8 @@ class WeChatApiServer:
         self.plain_fetches = 0
         self.send_attempts = 0
         self.sent: list[tuple[str, str]] = []
+        # Template messages: (openid, template_id, {keyword: value}).
+        self.cards: list[tuple[str, str, dict[str, str]]] = []
         self.unfollowed: set[str] = set()
         self._failures: list[int] = []
         self._numbers = itertools.count(1)
@@ -69,6 +78,7 @@ class WeChatApiServer:
                 Route("/cgi-bin/stable_token", self._stable_token, methods=["POST"]),
                 Route("/cgi-bin/token", self._plain_token, methods=["GET"]),
                 Route("/cgi-bin/message/custom/send", self._custom_send, methods=["POST"]),
+                Route("/cgi-bin/message/template/send", self._template_send, methods=["POST"]),
             ]
         )
         self._server = LocalServer(app, "wechat-api-server")
@@ -131,14 +141,9 @@ class WeChatApiServer:
         return _error(40164)
 
     async def _custom_send(self, request: Request) -> JSONResponse:
-        self.send_attempts += 1
-        token = request.query_params.get("access_token", "")
-        if self._failures:
-            return _error(self._failures.pop(0))
-        if token in self._expired:
-            return _error(42001)
-        if not token or token != self._token:
-            return _error(40001)
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         body: dict[str, Any] = json.loads(await request.body())
         if body.get("msgtype") != "text":
             return _error(40008)
@@ -148,6 +153,36 @@ class WeChatApiServer:
         self.sent.append((openid, body["text"]["content"]))
         self._changed.set()
         return JSONResponse({"errcode": 0, "errmsg": "ok"})
+
+    async def _template_send(self, request: Request) -> JSONResponse:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        body: dict[str, Any] = json.loads(await request.body())
+        openid, template_id = body.get("touser"), body.get("template_id")
+        if not isinstance(template_id, str) or not template_id:
+            return _error(40037)
+        if openid in self.unfollowed:
+            return _error(43004)
+        values = {key: str(item.get("value", "")) for key, item in body["data"].items()}
+        if any(len(v) > FIELD_LIMIT or "\n" in v for v in values.values()):
+            return _error(47003)
+        self.cards.append((openid, template_id, values))
+        self._changed.set()
+        return JSONResponse({"errcode": 0, "errmsg": "ok", "msgid": next(self._numbers)})
+
+    def _refused(self, request: Request) -> JSONResponse | None:
+        """A send's answer before its content is read: a failure the test arranged, or the
+        token's."""
+        self.send_attempts += 1
+        token = request.query_params.get("access_token", "")
+        if self._failures:
+            return _error(self._failures.pop(0))
+        if token in self._expired:
+            return _error(42001)
+        if not token or token != self._token:
+            return _error(40001)
+        return None
 
 
 def _error(code: int) -> JSONResponse:
