@@ -1,4 +1,5 @@
-"""The chain's configuration: stores, services, tiers, points rules and rewards.
+"""The chain's configuration: stores, services, tiers, points rules, rewards and the WeChat
+Official Account's menu.
 
 One YAML file, validated as a whole so a shop owner sees every mistake at once with the file, the
 key and the reason, then synced into the database where bookings and rules read it.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Reward, Service, Store, Tier
 from domain.errors import ConfigError
+from domain.outgoing import valid_button_data
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "data" / "shop.yaml"
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -34,6 +36,11 @@ CATEGORIES = (
     "inspection",
     "other",
 )
+# WeChat's own limits on a menu (menu/create refuses more).
+MENU_BUTTONS, MENU_SUB_BUTTONS = 3, 5
+MENU_NAME_BYTES, MENU_SUB_NAME_BYTES, MENU_KEY_BYTES, MENU_URL_BYTES = 16, 60, 128, 1024
+_MENU_INTENT = re.compile(r"[a-z][a-z0-9_]{0,23}")
+_MENU_URL = re.compile(r"https?://[^\s]+")
 _RANGE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 
 Code = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,32}$")]
@@ -170,6 +177,68 @@ class BookingConfig(_Strict):
         return value
 
 
+def _fits(value: str, limit: int, what: str) -> str:
+    size = len(value.encode("utf-8"))
+    if size > limit:
+        raise ValueError(
+            f"{what} is {size} bytes in UTF-8; WeChat allows {limit} (a Chinese character is 3)"
+        )
+    return value
+
+
+class WeChatMenuItem(_Strict):
+    """A menu button that does one thing: sends a click `key` the chat answers (an intent name
+    such as `points`, or button data such as `go:book`) or opens a web page (`url`)."""
+
+    NAME_BYTES: ClassVar[int] = MENU_SUB_NAME_BYTES
+    ACTIONS: ClassVar[tuple[str, ...]] = ("key", "url")
+
+    name: str = Field(min_length=1)
+    key: str | None = None
+    url: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_fits(cls, value: str) -> str:
+        return _fits(value, cls.NAME_BYTES, "the name")
+
+    @field_validator("key")
+    @classmethod
+    def _key_answerable(cls, value: str) -> str:
+        _fits(value, MENU_KEY_BYTES, "the key")
+        if not (_MENU_INTENT.fullmatch(value) or valid_button_data(value)):
+            raise ValueError(
+                f"{value!r} is neither an intent name (points, book…) nor button data (go:book)"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _web_page(cls, value: str) -> str:
+        _fits(value, MENU_URL_BYTES, "the url")
+        if not _MENU_URL.fullmatch(value):
+            raise ValueError(f"{value!r} is not an http:// or https:// address")
+        return value
+
+    @model_validator(mode="after")
+    def _one_action(self) -> WeChatMenuItem:
+        given = [name for name in self.ACTIONS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(self.ACTIONS)}")
+        return self
+
+
+class WeChatMenuButton(WeChatMenuItem):
+    """A top-level menu button: a click key, a web page, or a list of up to five sub-buttons."""
+
+    NAME_BYTES: ClassVar[int] = MENU_NAME_BYTES
+    ACTIONS: ClassVar[tuple[str, ...]] = ("key", "url", "sub_buttons")
+
+    sub_buttons: list[WeChatMenuItem] | None = Field(
+        default=None, min_length=1, max_length=MENU_SUB_BUTTONS
+    )
+
+
 class ShopConfig(_Strict):
     chain: ChainConfig = Field(default_factory=ChainConfig)
     stores: list[StoreConfig] = Field(min_length=1)
@@ -178,6 +247,7 @@ class ShopConfig(_Strict):
     points: PointsConfig = Field(default_factory=PointsConfig)
     rewards: list[RewardConfig] = Field(default_factory=list)
     booking: BookingConfig = Field(default_factory=BookingConfig)
+    wechat_menu: list[WeChatMenuButton] = Field(default_factory=list, max_length=MENU_BUTTONS)
 
     @model_validator(mode="after")
     def _consistent(self) -> ShopConfig:
@@ -249,9 +319,14 @@ class BookingRules:
     min_lead_minutes: int = 30
 
 
+def config_source(path: Path | None) -> Path:
+    """The file `load_shop_config(path)` reads: the shipped defaults when `path` is absent."""
+    return path if path is not None and path.exists() else DEFAULT_CONFIG
+
+
 def load_shop_config(path: Path | None) -> ShopConfig:
     """Read and validate the chain's YAML; `None` or a missing default file gives the defaults."""
-    source = path if path is not None and path.exists() else DEFAULT_CONFIG
+    source = config_source(path)
     if path is not None and not path.exists() and path.name != "shop.yaml":
         raise ConfigError([(str(path), "-", "file not found")])
     try:

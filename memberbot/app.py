@@ -10,7 +10,9 @@ the WeChat turns still running, bot, senders, database.
 
 This is the one place that reads the operator's settings for the channels and the scheduler:
 `telegram_options`, `wechat_options`, `dispatch_policy` and `job_setup` turn them into the plain
-values those packages take, so neither imports `memberbot`.
+values those packages take, so neither imports `memberbot`; `wechat_api_access` does the same
+for the staff commands that set up the Official Account (`memberbot wechat`, `member invite
+--qr`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from bot.channels import telegram, wechat, wechat_api, wechat_send
+from bot.channels import telegram, wechat, wechat_admin, wechat_api, wechat_send
 from bot.conversation import Chat
 from db.session import Database
 from domain import scores
@@ -182,6 +184,26 @@ def wechat_options(settings: Settings) -> wechat.WeChatOptions | None:
             [("environment", "MEMBERBOT_WECHAT_PATH", f"{options.path} is taken by another route")]
         )
     return options
+
+
+def wechat_api_access(settings: Settings) -> wechat_admin.ApiAccess:
+    """What a staff command needs to call WeChat's API (the menu, QR codes): the AppID and
+    AppSecret, which must both be set (ConfigError names the missing ones), and the base URL.
+    The webhook's token is not needed for that."""
+    needed = {
+        "MEMBERBOT_WECHAT_APP_ID": settings.wechat_app_id,
+        "MEMBERBOT_WECHAT_APP_SECRET": settings.wechat_app_secret,
+    }
+    missing = [name for name, value in needed.items() if not value]
+    if missing:
+        raise ConfigError(
+            [("environment", name, "not set: WeChat's API needs it") for name in missing]
+        )
+    return wechat_admin.ApiAccess(
+        app_id=settings.wechat_app_id or "",
+        app_secret=settings.wechat_app_secret or "",
+        base_url=settings.wechat_api_base_url,
+    )
 
 
 def dispatch_policy(settings: Settings, config: ShopConfig, **overrides: Any) -> DispatchPolicy:

@@ -26,6 +26,7 @@ from memberbot.cli import (
     serve,
     staff,
     tiers,
+    wechat,
 )
 from memberbot.cli.common import console, run
 
@@ -59,5 +60,6 @@ app.add_typer(outbox.app, name="outbox")
 app.add_typer(rules.app, name="rules")
 app.add_typer(segments.app, name="segments")
 app.add_typer(bookings.app, name="bookings")
+app.add_typer(wechat.app, name="wechat")
 
 __all__ = ["app"]

@@ -52,7 +52,7 @@ def clear_errors(*refusals: type[Exception]) -> Iterator[None]:
     try:
         yield
     except ConfigError as exc:
-        err.print("The shop configuration has problems:", style="red")
+        err.print("The configuration has problems:", style="red")
         for file, key, reason in exc.problems:
             err.print(f"  {file}: {key}: {reason}", markup=False)
         raise typer.Exit(2) from exc

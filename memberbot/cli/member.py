@@ -3,21 +3,31 @@
 `show` prints the page staff work from (drawn by `memberbot.staffview`, which the demo's
 summary draws too). `export` and `erase` answer a member's data access and erasure requests;
 both are audited, and erasure asks for `--yes` because it cannot be undone. `invite` hands out
-the one-time code that binds the member's chat.
+the one-time code that binds the member's chat, and with `--qr` a WeChat QR code whose scene
+is that code. The QR code's settings and file are checked before the code is made; when
+WeChat then refuses, the code already made is named, since it works without the QR code.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from db.types import utcnow
 from domain import binding, members, privacy, profiles
 from memberbot import runtime, staffview
-from memberbot.cli.common import MemberQuery, console, err, run
+from memberbot.cli.common import MemberQuery, clear_errors, console, err, run
+from memberbot.settings import get_settings
+
+if TYPE_CHECKING:
+    from bot.channels import wechat_admin
 
 app = typer.Typer(help="Look up members.", no_args_is_help=True)
 
@@ -97,20 +107,34 @@ def erase(
 def invite(
     query: MemberQuery,
     hours: Annotated[int, typer.Option(min=1, max=24 * 14, help="How long the code works.")] = 24,
+    qr: Annotated[
+        Path | None,
+        typer.Option(
+            "--qr",
+            dir_okay=False,
+            help="Also write a WeChat QR code (PNG) that binds the member's WeChat when scanned.",
+        ),
+    ] = None,
     actor: Annotated[str, typer.Option(help="Who creates it (audited).")] = "cli",
 ) -> None:
-    """A one-time code (and Telegram link) that binds the member's chat; older codes stop
-    working."""
+    """A one-time code (and Telegram link, and with --qr a WeChat QR code) that binds the
+    member's chat; older codes stop working."""
+    access = _qr_ready(qr) if qr is not None else None
 
-    async def work(rt: runtime.Runtime) -> tuple[str, str, str | None]:
+    async def work(rt: runtime.Runtime) -> Invited:
+        now = utcnow()
         async with rt.db.transaction() as session:
             member = await members.find(session, query, rt.settings.default_region)
             code = await binding.create_invite(
-                session, int(member.id or 0), utcnow(), ttl_minutes=hours * 60, actor=actor
+                session, int(member.id or 0), now, ttl_minutes=hours * 60, actor=actor
             )
-        return member.member_ref, code, rt.settings.telegram_bot_username
+        invited = Invited(member.member_ref, code, rt.settings.telegram_bot_username)
+        if access is None:
+            return invited
+        return await invited.with_qr(rt, access, now + timedelta(hours=hours))
 
-    ref, code, username = run(work)
+    invited = run(work)
+    ref, code, username = invited.ref, invited.code, invited.username
     console.print(f"{ref}: invite code [bold]{code}[/bold], valid for {hours} h, single use.")
     if username:
         console.print(f"Telegram link: https://t.me/{username.lstrip('@')}?start={code}")
@@ -119,3 +143,69 @@ def invite(
             "Set MEMBERBOT_TELEGRAM_BOT_USERNAME to print the Telegram link; the member can "
             "also type the code to the bot."
         )
+    if qr is not None:
+        _write_qr(invited, qr)
+
+
+@dataclass(frozen=True)
+class Invited:
+    """An invite just made, and its WeChat QR code when one was asked for: the PNG, or why
+    there is none (the code itself works either way)."""
+
+    ref: str
+    code: str
+    username: str | None
+    png: bytes | None = None
+    qr_seconds: int = 0
+    qr_problem: str | None = None
+
+    async def with_qr(
+        self, rt: runtime.Runtime, access: wechat_admin.ApiAccess, expires_at: datetime
+    ) -> Invited:
+        from bot.channels import wechat_admin
+
+        seconds = int((expires_at - utcnow()).total_seconds())
+        api = access.client(rt.db)
+        try:
+            made = await wechat_admin.invite_qr(api, self.code, seconds)
+        except wechat_admin.AdminCallFailed as exc:
+            return replace(self, qr_problem=str(exc))
+        finally:
+            api.close()
+        png = wechat_admin.qr_png(made.url)
+        return replace(self, png=png, qr_seconds=made.expire_seconds)
+
+
+def _qr_ready(path: Path) -> wechat_admin.ApiAccess:
+    """Before any code is made: the WeChat settings, and a place the PNG can be written."""
+    from memberbot.app import wechat_api_access
+
+    with clear_errors():
+        access = wechat_api_access(get_settings())
+    folder = path.parent
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        err.print(f"Cannot write the QR code to {path}: no such writable folder.", markup=False)
+        raise typer.Exit(2)
+    return access
+
+
+def _write_qr(invited: Invited, path: Path) -> None:
+    problem = invited.qr_problem
+    if invited.png is not None:
+        try:
+            path.write_bytes(invited.png)
+        except OSError as exc:
+            problem = f"cannot write {path} ({exc.strerror or type(exc).__name__})"
+    if problem is None:
+        hours = math.ceil(invited.qr_seconds / 3600)
+        console.print(
+            f"WeChat QR code written to {path}: following the account through it (or scanning "
+            f"it while following) binds the chat; it works for {hours} h."
+        )
+        return
+    err.print(
+        f"The invite code {invited.code} was created and works without the QR code (typed, or "
+        f"by the Telegram link), but the WeChat QR code was not made: {problem}",
+        markup=False,
+    )
+    raise typer.Exit(1)
