@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from memberbot import app
 from memberbot.settings import Settings
 from tests.support.botapi_server import BotApiServer, SentMessage
 from tests.support.builders import invite_code, new_member
+from tests.support.localserver import free_port
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, a Tuesday
 PHONE = "13812345678"
@@ -455,12 +455,6 @@ async def test_sender_reports_a_network_failure_as_retry() -> None:
 # -- memberbot serve ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def _until_serving(
     client: httpx.AsyncClient, url: str, serving: asyncio.Task[None]
 ) -> httpx.Response:
@@ -477,7 +471,7 @@ async def _until_serving(
 async def test_serve_polls_and_reports_health_until_stopped(
     tmp_path: Path, server: BotApiServer
 ) -> None:
-    port = _free_port()
+    port = free_port()
     settings = settings_for(
         server,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
@@ -503,7 +497,7 @@ async def test_serve_polls_and_reports_health_until_stopped(
 async def test_serve_in_webhook_mode_takes_updates_on_its_port(
     tmp_path: Path, server: BotApiServer
 ) -> None:
-    port = _free_port()
+    port = free_port()
     settings = settings_for(
         server,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",

@@ -31,11 +31,14 @@ from domain import allowances, cards
 from domain.errors import ConfigError
 from domain.messages import Renderer
 from domain.shop import ShopConfig
+from memberbot import app
+from memberbot.settings import Settings
 from scheduler import outbox, rules
 from scheduler.dispatch import ChannelLimits, Dispatcher, DispatchPolicy
 from scheduler.outbox import Intent
 from scheduler.ruleconfig import load_rules
 from tests.support.builders import bind_chat, invite_code, new_member, queued
+from tests.support.localserver import free_port
 from tests.support.rules_chain import DAY as CHAIN_DAY
 from tests.support.rules_chain import NOW as CHAIN_NOW
 from tests.support.rules_chain import build_chain, local
@@ -351,3 +354,61 @@ def test_a_card_is_fitted_when_it_is_rendered() -> None:
         Renderer(),
     )
     assert dict(card.fields) == {"thing1": "第一行 第二行", "thing2": "x" * 19 + "…"}
+
+
+# -- memberbot serve --------------------------------------------------------------------------
+
+
+async def test_serve_binds_answers_and_sends_a_reminder_on_wechat(tmp_path: Path) -> None:
+    """The whole process: the webhook, the dispatcher and WeChat's API on the settings alone."""
+    port, url = free_port(), f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}"
+    async with WeChatApiServer() as api_server:
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            database_url=url,
+            shop_config=tmp_path / "shop.yaml",  # absent: the shipped defaults
+            http_port=port,
+            wechat_token=TOKEN,
+            wechat_app_id=api_server.app_id,
+            wechat_app_secret=api_server.app_secret,
+            wechat_api_base_url=api_server.base_url,
+            quiet_hours="off",
+            dispatch_interval_seconds=0.1,
+        )
+        stop = asyncio.Event()
+        serving = asyncio.create_task(app.serve(settings, stop=stop))
+        db = Database.from_url(url)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                await _healthy(client, serving)
+                wx = WeChatServer(client)
+                member_id = await new_member(db, consent="counter")
+                code = await invite_code(db, member_id, datetime.now(UTC))
+                assert "绑定成功" in await wx.event(ALICE, "subscribe", f"qrscene_{code}")
+                assert "积分" in await wx.say(ALICE, "我的积分")
+                intent = Intent(
+                    member_id=member_id,
+                    rule="maintenance_due",
+                    occurrence="car-1",
+                    category=outbox.SERVICE,
+                    template_key="maintenance_due",
+                    locale="zh_CN",
+                    not_before=datetime.now(UTC),
+                )
+                await queued(db, intent, "该做保养啦")
+                assert await api_server.wait_sent(1) == [(ALICE, "该做保养啦")]
+        finally:
+            stop.set()
+            await asyncio.wait_for(serving, 15)
+            await db.dispose()
+
+
+async def _healthy(client: httpx.AsyncClient, serving: asyncio.Task[None]) -> None:
+    for _ in range(500):
+        if serving.done():
+            serving.result()
+        with contextlib.suppress(httpx.TransportError):
+            if (await client.get(app.HEALTH_PATH)).status_code == 200:
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError("serve did not answer /healthz")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
@@ -42,6 +41,7 @@ from memberbot import app
 from memberbot.settings import Settings
 from tests.support import builders
 from tests.support.builders import invite_code
+from tests.support.localserver import free_port
 from tests.support.wechat_platform import (
     AES_KEY,
     APP_ID,
@@ -510,14 +510,8 @@ async def test_a_slow_turn_is_answered_success_and_its_reply_owed(
 # -- memberbot serve --------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_serve_runs_wechat_and_health_on_one_port(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",

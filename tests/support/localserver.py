@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator
 
 import uvicorn
@@ -53,3 +54,10 @@ class LocalServer:
             await self._task
         self._server = None
         self._task = None
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 free now, for a server the test starts itself (`memberbot serve`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
