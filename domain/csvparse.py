@@ -36,6 +36,7 @@ from domain.csvcells import (
     parse_locale,
     parse_phone,
     parse_plate,
+    parse_points,
     parse_tags,
     parse_text,
     parse_vin,
@@ -197,12 +198,17 @@ class _Fields:
             return None
 
     def _reject(self, column: str, text: str, exc: ValueError) -> None:
-        shown = column if column in _PRIVATE else f"{column} {text!r}"
+        shown = column if column in _PRIVATE else f"{column} {_clipped(text)!r}"
         self.problems.append(f"{shown} {exc}")
 
     def check(self) -> None:
         if self.problems:
             raise BadRow("; ".join(self.problems))
+
+
+def _clipped(text: str, keep: int = 40) -> str:
+    """A cell as a reason repeats it: a cell of thousands of digits is shown by its start."""
+    return text if len(text) <= keep else f"{text[:keep]}…"
 
 
 @lru_cache(maxsize=256)
@@ -212,10 +218,6 @@ def _satisfaction(text: str) -> int:
     if value > 10:
         raise ValueError("is not a score from 0 to 10")
     return value
-
-
-def _points(text: str) -> int:
-    return parse_count(text, "a number of points")
 
 
 @lru_cache(maxsize=8192)
@@ -265,7 +267,7 @@ def member_row(cells: Sequence[str], line: int, ctx: RowContext) -> MemberRow:
         f.optional("store", store, _STORE),
         f.optional("tags", tags, parse_tags) or (),
         f.optional("locale", locale, parse_locale),
-        f.optional("opening_points", opening, _points),
+        f.optional("opening_points", opening, parse_points),
         f.optional("marketing_consent", consent, parse_bool),
     )
     f.check()

@@ -56,6 +56,22 @@ def test_what_is_not_an_amount(text: str) -> None:
         csvparse.parse_amount(text)
 
 
+@pytest.mark.parametrize(
+    ("parse", "top", "past"),
+    [
+        (csvparse.parse_amount, "10,000,000.00", "10000000.01"),
+        (csvparse.parse_km, "2,000,000 km", "2000001"),
+        (csvparse.parse_points, "100,000,000", "100000001"),
+    ],
+)
+def test_numbers_are_capped_where_the_domain_caps_them(parse, top: str, past: str) -> None:  # type: ignore[no-untyped-def]
+    """The caps of domain.limits, also for digit strings too long for int() to read."""
+    parse(top)
+    for text in (past, "1" + "0" * 20, "9" * 5000):
+        with pytest.raises(ValueError, match="is more than"):
+            parse(text)
+
+
 def _phonenumbers_verdict(text: str) -> str:
     """What phonenumbers alone makes of a CN phone: its E.164 form, or why it is refused."""
     try:

@@ -473,6 +473,74 @@ async def test_memory_does_not_grow_with_the_file(
     assert large < small * 1.5 + 512 * 1024, (small, large)
 
 
+# ---------------------------------------------------------------- caps
+
+
+HUGE = "100000000000000000000"
+
+
+async def test_amounts_points_and_mileage_past_the_caps_are_bad_rows(
+    db: Database, tmp_path: Path
+) -> None:
+    """Past the caps of domain.limits a cell is a bad row naming the cap, never a traceback or
+    a ledger line no later adjustment can correct; nothing of the file is written."""
+    people = [
+        "member_ref,name,phone,opening_points",
+        f"C1,甲,13812345678,{HUGE}",
+        "C2,乙,13912345678,100000001",
+        "C3,丙,13712345678,100000000",
+    ]
+    bad = await load(db, "members", write(tmp_path, "m.csv", people))
+    assert [(e.line, e.reason) for e in bad.errors] == [
+        (2, f"opening_points {HUGE!r} is more than 100,000,000 points"),
+        (3, "opening_points '100000001' is more than 100,000,000 points"),
+    ]
+    assert await count(db, Member) == 0
+    await load(db, "members", write(tmp_path, "ok.csv", MEMBERS))
+    cars = ["member_ref,plate,mileage_km", f"M1,沪A12345,{HUGE}", "M2,京B54321,2000001km"]
+    bad = await load(db, "vehicles", write(tmp_path, "v.csv", cars))
+    assert [(e.line, e.reason) for e in bad.errors] == [
+        (2, f"mileage_km {HUGE!r} is more than 2,000,000 km"),
+        (3, "mileage_km '2000001km' is more than 2,000,000 km"),
+    ]
+    visits = [
+        "member_ref,visited_on,amount",
+        f"M1,2026-02-01,{HUGE}",
+        "M1,2026-02-02,92233720368547758.07",
+        'M1,2026-02-03,"30,000,000"',
+        "M1,2026-02-04,10000000.01",
+        "M1,2026-02-05,9" + "9" * 5000,
+    ]
+    bad = await load(db, "visits", write(tmp_path, "v.csv", visits))
+    assert bad.written is False and await count(db, Visit) == 0
+    assert [e.line for e in bad.errors] == [2, 3, 4, 5, 6]
+    assert all(e.reason.endswith("is more than 10,000,000 yuan") for e in bad.errors)
+    assert len(bad.errors[-1].reason) < 120, "a long cell is not repeated whole"
+
+
+async def test_amounts_up_to_the_cap_are_stored_on_both_databases(
+    db: Database, tmp_path: Path
+) -> None:
+    """Ten million yuan is the largest amount; three of them earn points, sums of cents and
+    points past 2^31 included (BIGINT on PostgreSQL, see migration 0008)."""
+    await load(db, "members", write(tmp_path, "m.csv", MEMBERS[:2]))
+    lines = ["member_ref,visited_on,amount", *(f"M1,2026-02-0{d},10000000" for d in (1, 2, 3))]
+    result = await load(db, "visits", write(tmp_path, "v.csv", lines))
+    assert (result.written, result.errors, result.points_credited) == (True, [], 30_000_000)
+    m1 = await member(db, "M1")
+    async with db.read() as session:
+        spend = await session.scalar(select(func.sum(Visit.amount_cents)))
+        assert spend == 3_000_000_000
+        assert await points.balance(session, m1.id) == 100 + 30_000_000
+    async with db.transaction() as session:
+        for _ in range(22):  # 2.2 billion points, all lapsing on one day: one expiry line
+            await points.adjust(
+                session, m1.id, 100_000_000, date(2020, 1, 1), RULES, reason="test", actor="t"
+            )
+        expired = await points.expire(session, date(2024, 1, 1))
+    assert expired == 2_200_000_000
+
+
 # ---------------------------------------------------------------- the command
 
 
