@@ -42,6 +42,7 @@ from domain.csvcells import (
     parse_vin,
     split_list,
 )
+from domain.plaintext import has_unsafe
 
 Kind = Literal["members", "vehicles", "visits"]
 KINDS: tuple[Kind, ...] = ("members", "vehicles", "visits")
@@ -407,6 +408,75 @@ def _delimiter(first_line: str) -> str:
     return ","
 
 
+# Characters a file read as GB18030 (GBK) may hold when one of its rows is really UTF-8 Chinese:
+# ideographs, CJK and full-width punctuation, ASCII. See looks_like_utf8.
+_NOT_CHINESE = re.compile(
+    r"[^\x00-\x7f\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
+)
+_IDEOGRAPH = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+_UTF8_IDEOGRAPH = re.compile(rb"[\xe3-\xe9][\x80-\xbf]{2}")  # U+3000 to U+9FFF in UTF-8
+
+
+def looks_like_utf8(raw: bytes) -> bool:
+    """Whether a line of a GBK file is really UTF-8 Chinese (a row pasted from elsewhere).
+
+    Read as GB18030 such a line decodes without error into other ideographs (李四 → 鏉庡洓),
+    so it is recognised instead: its bytes are valid UTF-8 and decode to Chinese, at least one
+    ideograph and nothing but ASCII and CJK characters. Honest GBK text almost never does: a
+    UTF-8 ideograph is three bytes E4–E9, 80–BF, 80–BF, and two GBK characters always leave
+    a byte over; three that happen to fit are about one in 30,000, and every other character
+    of the line must fit as well (tests hold this over 80,000 common names).
+    """
+    if not _UTF8_IDEOGRAPH.search(raw):  # cheap, and false for nearly every honest line
+        return False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _NOT_CHINESE.search(text) is None and _IDEOGRAPH.search(text) is not None
+
+
+class _Lines:
+    """The file's lines for csv.reader, with what is wrong with the text of the record being
+    read: a byte its encoding does not allow (decoded as U+FFFD, so the problem stays on its
+    own line instead of surfacing where the reader's read-ahead meets it) or, in a GBK file,
+    a UTF-8 line."""
+
+    __slots__ = ("_gbk", "_read", "encoding", "problem")
+
+    def __init__(self, text: io.TextIOWrapper, encoding: str) -> None:
+        self._read = text.readline
+        self._gbk = encoding == "gb18030"
+        self.encoding = encoding
+        self.problem: str | None = None
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._read()
+        if not line:
+            raise StopIteration
+        if not line.isascii() and self.problem is None:
+            self.problem = self._garbled(line)
+        return line
+
+    def _garbled(self, line: str) -> str | None:
+        if "\ufffd" in line:
+            return f"the file is not valid {self.encoding} text on this line"
+        if self._gbk and looks_like_utf8(line.encode("gb18030")):
+            return (
+                "this line is UTF-8 text in a file that is GBK (GB18030) elsewhere: "
+                "save the whole file in one encoding"
+            )
+        return None
+
+    def take_problem(self) -> str | None:
+        """What was wrong with the record just read; the next record starts clean."""
+        problem, self.problem = self.problem, None
+        return problem
+
+
 class CsvTable:
     """An open CSV file: its header, then its records with the line each one starts on."""
 
@@ -415,13 +485,18 @@ class CsvTable:
         self.encoding = encoding
         self._binary = binary
         # Held here: a TextIOWrapper that is collected closes the file under it.
-        self._text = text = io.TextIOWrapper(binary, encoding=encoding, newline="")
+        self._text = text = io.TextIOWrapper(
+            binary, encoding=encoding, errors="replace", newline=""
+        )
+        self._lines = lines = _Lines(text, encoding)
+        first = next(lines, "")
+        self._reader = csv.reader(chain([first], lines), delimiter=_delimiter(first))
         try:
-            first = text.readline()
-            self._reader = csv.reader(chain([first], text), delimiter=_delimiter(first))
             header_cells = next(self._reader, None)
-        except UnicodeDecodeError as exc:
-            raise HeaderError(f"the start of the file is not valid {encoding} text") from exc
+        except csv.Error as exc:
+            raise HeaderError(f"the first line cannot be read as CSV ({exc})") from None
+        if problem := lines.take_problem():
+            raise HeaderError(f"the first line: {problem}")
         if not header_cells or not any(c.strip() for c in header_cells):
             raise HeaderError("the file is empty: the first line must name the columns")
         self.header = read_header(kind, header_cells)
@@ -438,22 +513,24 @@ class CsvTable:
         padding = [""] * (width + 1)
         # Absent columns read the always-empty cell at index `width`.
         pick = itemgetter(*(self.header.positions.get(c, width) for c in COLUMNS[self.kind]))
-        reader = self._reader
+        columns = COLUMNS[self.kind]
+        reader, lines = self._reader, self._lines
         line = reader.line_num
         while True:
             start = line + 1
             try:
                 cells = next(reader, None)
-            except UnicodeDecodeError:
-                yield RowError(start, f"the file is not valid {self.encoding} text from about here")
-                return
             except csv.Error as exc:
                 yield RowError(start, f"the line cannot be read as CSV ({exc})")
                 return
             line = reader.line_num
             if cells is None:
                 return
-            if not "".join(cells).strip():  # blank: no cell has more than white space
+            if problem := lines.take_problem():
+                yield RowError(start, problem)
+                continue
+            joined = "".join(cells)
+            if not joined.strip():  # blank: no cell has more than white space
                 continue
             if len(cells) > width:
                 if any(c.strip() for c in cells[width:]):
@@ -465,10 +542,25 @@ class CsvTable:
                     continue
                 del cells[width:]
             cells += padding[len(cells) :]
+            picked = pick(cells)
+            # One search of the whole record first: a clean record (nearly all) costs no more.
+            if has_unsafe(joined) and (unsafe := _unsafe_columns(columns, picked)):
+                yield RowError(start, unsafe)
+                continue
             try:
-                yield parse(pick(cells), start, ctx)
+                yield parse(picked, start, ctx)
             except BadRow as exc:
                 yield RowError(start, str(exc))
+
+
+def _unsafe_columns(columns: Sequence[str], cells: Sequence[str]) -> str | None:
+    """The reason naming the columns read whose value holds a control character or a bidi
+    control (domain.plaintext); None when only a column nobody reads does."""
+    bad = [name for name, cell in zip(columns, cells, strict=True) if has_unsafe(cell.strip())]
+    if not bad:
+        return None
+    verb = "holds" if len(bad) == 1 else "hold"
+    return f"{', '.join(bad)} {verb} a control character or a bidi override"
 
 
 @dataclass

@@ -128,3 +128,35 @@ def test_excel_unicode_text_is_utf16_with_tabs(tmp_path: Path) -> None:
     assert rows == [
         csvparse.MemberRow(2, "C1", "王小明", "+8613812345678", None, None, (), None, None, None)
     ]
+
+
+SURNAMES = (
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏"
+)
+GIVEN = (
+    "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超兰霞平刚桂华玉萍红玲芬建国志文辉鹏飞宇浩然子涵欣怡梓萱"
+)
+
+
+def test_utf8_chinese_is_told_from_honest_gbk() -> None:
+    """Every two- and three-character name of common surnames and given-name characters: in
+    GBK none looks like UTF-8 (an honest GBK file is never refused), in UTF-8 every one does.
+    Two GBK characters can never be one UTF-8 ideograph's three bytes plus valid rest, and
+    three or more rarely are; the test holds that for the names shops actually have."""
+    names = [s + a + b for s in SURNAMES for a in GIVEN for b in ("", *GIVEN)]
+    assert len(names) > 80_000
+    rows = [f"C001,{name},13812345678,1990/3/5,main,VIP、车队" for name in names]
+    assert [r for r in rows if csvparse.looks_like_utf8(r.encode("gbk"))] == []
+    assert all(csvparse.looks_like_utf8(r.encode()) for r in rows)
+    assert not csvparse.looks_like_utf8(b"C001,Li Na,13812345678")
+
+
+def test_control_characters_are_found_and_stripped() -> None:
+    from domain.plaintext import has_unsafe, strip_unsafe
+
+    for text in ("M\x001", "a\x1b[2J", "\u202eabc", "x\u2069", "\x85", "\x7f", "a\nb", "\t"):
+        assert has_unsafe(text), repr(text)
+    for text in ("王小明", "沪A·12345", "Zoë", "￥100", "a b"):
+        assert not has_unsafe(text) and strip_unsafe(text) == text
+    typed = "洗车\x1b[2J不干净\u202e，\x1b]0;x\x07轮毂\x00也没擦\r\n第二行\t完"
+    assert strip_unsafe(typed) == "洗车不干净，轮毂也没擦\n第二行\t完"
