@@ -15,6 +15,7 @@ import codecs
 import csv
 import io
 import re
+import stat
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ Kind = Literal["members", "vehicles", "visits"]
 KINDS: tuple[Kind, ...] = ("members", "vehicles", "visits")
 
 SNIFF_BYTES = 64 * 1024
+# The longest record read, in characters with its line ends (several lines when a quoted cell
+# holds line breaks): no export has rows near it, and a file that does is refused having held
+# about this much in memory. Read at each open, so a test may lower it.
+MAX_LINE_CHARS = 64 * 1024
 _BLOCK = 1024 * 1024
 
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -436,27 +441,39 @@ def looks_like_utf8(raw: bytes) -> bool:
     return _NOT_CHINESE.search(text) is None and _IDEOGRAPH.search(text) is not None
 
 
+class LineTooLong(Exception):
+    """A record longer than MAX_LINE_CHARS: reading stops there."""
+
+
 class _Lines:
-    """The file's lines for csv.reader, with what is wrong with the text of the record being
-    read: a byte its encoding does not allow (decoded as U+FFFD, so the problem stays on its
-    own line instead of surfacing where the reader's read-ahead meets it) or, in a GBK file,
-    a UTF-8 line."""
+    """The file's lines for csv.reader, each read no further than the record's cap allows,
+    with what is wrong with the text of the record being read: a byte its encoding does not
+    allow (decoded as U+FFFD, so the problem stays on its own line instead of surfacing where
+    the reader's read-ahead meets it) or, in a GBK file, a UTF-8 line."""
 
-    __slots__ = ("_gbk", "_read", "encoding", "problem")
+    __slots__ = ("_gbk", "_read", "chars", "encoding", "limit", "problem")
 
-    def __init__(self, text: io.TextIOWrapper, encoding: str) -> None:
+    def __init__(self, text: io.TextIOWrapper, encoding: str, limit: int) -> None:
         self._read = text.readline
         self._gbk = encoding == "gb18030"
         self.encoding = encoding
+        self.limit = limit
+        self.chars = 0
         self.problem: str | None = None
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        line = self._read()
+        # One character past what the record may still hold tells a record over the cap.
+        line = self._read(self.limit - self.chars + 1)
         if not line:
             raise StopIteration
+        self.chars += len(line)
+        if self.chars > self.limit:
+            raise LineTooLong(
+                f"is longer than {self.limit:,} characters (a CSV line must be shorter)"
+            )
         if not line.isascii() and self.problem is None:
             self.problem = self._garbled(line)
         return line
@@ -474,13 +491,16 @@ class _Lines:
     def take_problem(self) -> str | None:
         """What was wrong with the record just read; the next record starts clean."""
         problem, self.problem = self.problem, None
+        self.chars = 0
         return problem
 
 
 class CsvTable:
     """An open CSV file: its header, then its records with the line each one starts on."""
 
-    def __init__(self, kind: str, binary: io.BufferedReader, encoding: str) -> None:
+    def __init__(
+        self, kind: str, binary: io.BufferedReader, encoding: str, line_limit: int
+    ) -> None:
         self.kind = kind
         self.encoding = encoding
         self._binary = binary
@@ -488,11 +508,13 @@ class CsvTable:
         self._text = text = io.TextIOWrapper(
             binary, encoding=encoding, errors="replace", newline=""
         )
-        self._lines = lines = _Lines(text, encoding)
-        first = next(lines, "")
-        self._reader = csv.reader(chain([first], lines), delimiter=_delimiter(first))
+        self._lines = lines = _Lines(text, encoding, line_limit)
         try:
+            first = next(lines, "")
+            self._reader = csv.reader(chain([first], lines), delimiter=_delimiter(first))
             header_cells = next(self._reader, None)
+        except LineTooLong as exc:
+            raise HeaderError(f"the first line {exc}") from None
         except csv.Error as exc:
             raise HeaderError(f"the first line cannot be read as CSV ({exc})") from None
         if problem := lines.take_problem():
@@ -520,6 +542,9 @@ class CsvTable:
             start = line + 1
             try:
                 cells = next(reader, None)
+            except LineTooLong as exc:
+                yield RowError(start, f"{exc}: not read further")
+                return
             except csv.Error as exc:
                 yield RowError(start, f"the line cannot be read as CSV ({exc})")
                 return
@@ -605,9 +630,15 @@ def chunks(
 
 @contextmanager
 def open_table(path: Path, kind: str) -> Iterator[CsvTable]:
-    """The file opened in its own encoding with its header checked; HeaderError if unusable."""
+    """The file opened in its own encoding with its header checked; HeaderError if unusable.
+
+    Only a regular file is read: a device (/dev/zero) would be read for ever and a pipe waits
+    for a writer for ever, so both are refused before they are opened.
+    """
     if kind not in KINDS:
         raise HeaderError(f"unknown kind of file {kind!r} (use {', '.join(KINDS)})")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise HeaderError(f"{path.name or path} is not a regular file: export to a file first")
     encoding = sniff_encoding(path)
     with path.open("rb") as binary:
-        yield CsvTable(kind, binary, encoding)
+        yield CsvTable(kind, binary, encoding, MAX_LINE_CHARS)

@@ -192,6 +192,18 @@ async def test_a_bad_byte_is_reported_on_its_own_line(db: Database, tmp_path: Pa
     assert result.rows_read == 3004
 
 
+async def test_a_line_past_the_cap_is_a_bad_row_and_nothing_is_written(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(csvparse, "MAX_LINE_CHARS", 200)
+    lines = ["member_ref,name,phone", "M1,王小明,13812345678", "M2," + "x" * 300 + ",139"]
+    result = await load(db, "members", write(tmp_path, "m.csv", [*lines, "M3,n,13712345678"]))
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (3, "is longer than 200 characters (a CSV line must be shorter): not read further")
+    ]
+    assert result.written is False and await count(db, Member) == 0
+
+
 # ---------------------------------------------------------------- members
 
 
