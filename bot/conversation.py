@@ -12,7 +12,9 @@ routes the event to a flow in `bot/flows/`:
 * free text while a flow waits for words (a complaint, an invite code) goes to that flow;
 * anything else gets the menu, never a dead end.
 
-Every text a member reads is rendered from `templates/messages/<locale>/chat/`. Domain refusals
+What a member types is stripped of control characters and bidi overrides before anything
+reads it (`typed_plainly`). Every text a member reads is rendered from
+`templates/messages/<locale>/chat/`. Domain refusals
 (`DomainError`) become the `chat/error` message for their key; nothing a member sends can crash
 the chat.
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,6 +41,7 @@ from domain.errors import DomainError
 from domain.locales import DEFAULT_LOCALE, LOCALES, resolve_locale
 from domain.messages import Renderer
 from domain.outgoing import Button, Reply, valid_button_data
+from domain.plaintext import strip_unsafe
 from domain.shop import ShopConfig
 
 log = logging.getLogger(__name__)
@@ -299,6 +302,7 @@ class Chat:
 
     async def answer(self, event: Event) -> Answer:
         """`handle`, with the language the replies were written in."""
+        event = typed_plainly(event)
         # The turn's lookups are independent point reads: no snapshot needed across them.
         async with self.db.read(snapshot=False) as session:
             turn = await self._turn(session, event)
@@ -372,6 +376,18 @@ class Chat:
         if turn.member is None and not flow.public:
             return await self._run_intent(turn, "how_to_bind", [])
         return await handler(turn, args)
+
+
+def typed_plainly(event: Event) -> Event:
+    """The event with what the person typed (text, command words, a shared phone) stripped of
+    escape sequences, control characters and bidi overrides (domain.plaintext): every channel
+    comes in here, so none of them reaches a flow, the database or a staff terminal."""
+    typed = (event.text, event.command, event.contact_phone)
+    plain = tuple(strip_unsafe(value) for value in typed)
+    if plain == typed:
+        return event
+    text, command, phone = plain
+    return replace(event, text=text, command=command, contact_phone=phone)
 
 
 def _client_locale(language: str | None, default: str) -> str:

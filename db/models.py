@@ -1,4 +1,6 @@
 """The tables. Money is integer cents, times are aware UTC datetimes, calendar days are dates.
+Money and points columns are `Int64` (BIGINT on PostgreSQL), so the caps of domain.limits and
+the sums of many capped values fit on both databases.
 
 Ledgers (points, stored value, punch cards) are append-only: a balance is the sum of its entries.
 Each ledger entry may carry a unique `key` so a retried request can never write twice.
@@ -16,7 +18,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from db.types import UTCDateTime, utcnow
+from db.types import Int64, UTCDateTime, utcnow
 
 
 class BookingStatus(StrEnum):
@@ -126,7 +128,7 @@ class Service(SQLModel, table=True):
     name_en: str = Field(max_length=120)
     category: str = Field(max_length=32, index=True)
     duration_min: int = Field(default=60)
-    list_price_cents: int = Field(default=0)
+    list_price_cents: int = Field(default=0, sa_type=Int64)
     interval_months: int | None = Field(default=None)
     interval_km: int | None = Field(default=None)
     active: bool = Field(default=True)
@@ -139,7 +141,7 @@ class Tier(SQLModel, table=True):
     rank: int = Field(unique=True)
     name_zh: str = Field(max_length=60)
     name_en: str = Field(max_length=60)
-    threshold_cents: int = Field(default=0)
+    threshold_cents: int = Field(default=0, sa_type=Int64)
     multiplier_permille: int = Field(default=1000, description="points multiplier x1000")
     privileges_zh: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     privileges_en: list[str] = Field(default_factory=list, sa_column=Column(JSON))
@@ -226,7 +228,7 @@ class Visit(SQLModel, table=True):
     store_id: int | None = Field(default=None, foreign_key="store.id")
     vehicle_id: int | None = Field(default=None, foreign_key="vehicle.id", ondelete="SET NULL")
     visited_on: date = Field(index=True)
-    amount_cents: int = Field(ge=0)
+    amount_cents: int = Field(ge=0, sa_type=Int64)
     services: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     categories: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     mileage_km: int | None = Field(default=None)
@@ -244,7 +246,7 @@ class PointsEntry(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     member_id: int = Field(foreign_key="member.id", ondelete="CASCADE")
     kind: str = Field(max_length=16)
-    points: int
+    points: int = Field(sa_type=Int64)
     occurred_on: date
     expires_on: date | None = Field(default=None)
     visit_id: int | None = Field(default=None, foreign_key="visit.id", ondelete="SET NULL")
@@ -262,7 +264,7 @@ class StoredValueEntry(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
     kind: str = Field(max_length=16)
-    amount_cents: int
+    amount_cents: int = Field(sa_type=Int64)
     store_id: int | None = Field(default=None, foreign_key="store.id")
     key: str | None = Field(default=None, max_length=96, unique=True)
     reason: str | None = Field(default=None, max_length=255)
@@ -307,11 +309,11 @@ class Reward(SQLModel, table=True):
     code: str = Field(max_length=32, unique=True)
     name_zh: str = Field(max_length=120)
     name_en: str = Field(max_length=120)
-    points_cost: int = Field(gt=0)
+    points_cost: int = Field(gt=0, sa_type=Int64)
     coupon_kind: str = Field(default=CouponKind.VALUE, max_length=16)
-    coupon_value_cents: int = Field(default=0)
+    coupon_value_cents: int = Field(default=0, sa_type=Int64)
     coupon_percent: int = Field(default=0)
-    min_spend_cents: int = Field(default=0)
+    min_spend_cents: int = Field(default=0, sa_type=Int64)
     valid_days: int = Field(default=90)
     service_code: str | None = Field(default=None, max_length=32)
     active: bool = Field(default=True)
@@ -324,9 +326,9 @@ class Coupon(SQLModel, table=True):
     code: str = Field(max_length=24, unique=True)
     member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
     kind: str = Field(max_length=16)
-    value_cents: int = Field(default=0)
+    value_cents: int = Field(default=0, sa_type=Int64)
     percent_off: int = Field(default=0)
-    min_spend_cents: int = Field(default=0)
+    min_spend_cents: int = Field(default=0, sa_type=Int64)
     valid_from: date
     valid_until: date
     store_id: int | None = Field(default=None, foreign_key="store.id")
@@ -345,7 +347,7 @@ class Staff(SQLModel, table=True):
     name: str = Field(max_length=120)
     role: str = Field(max_length=16)
     store_id: int | None = Field(default=None, foreign_key="store.id")
-    telegram_user_id: int | None = Field(default=None, unique=True)
+    telegram_user_id: int | None = Field(default=None, unique=True, sa_type=Int64)
     active: bool = Field(default=True)
     created_at: datetime = _created()
 
@@ -593,7 +595,7 @@ class MemberScore(SQLModel, table=True):
     as_of: date
     recency_days: int | None = Field(default=None)
     frequency: int = Field(default=0)
-    monetary_cents: int = Field(default=0)
+    monetary_cents: int = Field(default=0, sa_type=Int64)
     rfm_score: str = Field(default="", max_length=3)
     rfm_segment: str = Field(default="", max_length=32)
     stickiness: str = Field(default="", max_length=16)

@@ -18,6 +18,7 @@ from functools import lru_cache
 
 from domain.errors import InvalidInput
 from domain.identity import normalize_phone, normalize_plate
+from domain.limits import MAX_AMOUNT_CENTS, MAX_AMOUNT_YUAN, MAX_KM, MAX_POINTS
 
 MAX_LENGTH = {
     "member_ref": 64,
@@ -73,28 +74,55 @@ def _plain_number(text: str, what: str) -> str:
     raise ValueError(f"is not {what}")
 
 
+_NO_LIMIT = 10**18 - 1  # what a 64-bit column holds, give or take
+
+
+def _at_most(digits: str, limit: int, too_big: str) -> int:
+    """The whole number `digits` if it is at most `limit`, else ValueError(too_big). The
+    length is checked before int() reads it: int() refuses strings of more than 4,300 digits
+    with words of its own."""
+    digits = digits.lstrip("0") or "0"
+    if len(digits) > len(str(limit)) or int(digits) > limit:
+        raise ValueError(too_big)
+    return int(digits)
+
+
 @lru_cache(maxsize=8192)
 def parse_amount(text: str) -> int:
-    """Cents of a payment written as 1234.5, ¥1,234.50, ￥88, RMB 100, CNY100 or 100元."""
+    """Cents of a payment written as 1234.5, ¥1,234.50, ￥88, RMB 100, CNY100 or 100元;
+    at most domain.limits.MAX_AMOUNT_YUAN."""
     cleaned = _CURRENCY.sub("", nfkc(text))
     number = _plain_number(cleaned, "an amount of money")
     whole, _, fraction = number.partition(".")
     if len(fraction) > 2:
         raise ValueError("has more than 2 decimals")
-    return int(whole) * 100 + int(fraction.ljust(2, "0"))
+    too_big = f"is more than {MAX_AMOUNT_YUAN:,} yuan"
+    cents = _at_most(whole, MAX_AMOUNT_YUAN, too_big) * 100 + int(fraction.ljust(2, "0"))
+    if cents > MAX_AMOUNT_CENTS:
+        raise ValueError(too_big)
+    return cents
 
 
-def parse_count(text: str, what: str = "a whole number") -> int:
-    """A non-negative integer such as 12,345; a trailing .0 from a spreadsheet is accepted."""
+def parse_count(
+    text: str, what: str = "a whole number", limit: int = _NO_LIMIT, unit: str = ""
+) -> int:
+    """A non-negative integer such as 12,345; a trailing .0 from a spreadsheet is accepted.
+    Past `limit` it is refused as "more than `limit` `unit`" (as not `what` without a unit)."""
     number = _plain_number(nfkc(text), what)
     whole, _, fraction = number.partition(".")
     if fraction.strip("0"):
         raise ValueError(f"is not {what}")
-    return int(whole)
+    return _at_most(whole, limit, f"is more than {limit:,} {unit}" if unit else f"is not {what}")
+
+
+def parse_points(text: str) -> int:
+    """Points written at once (an opening balance), at most domain.limits.MAX_POINTS."""
+    return parse_count(text, "a number of points", MAX_POINTS, "points")
 
 
 def parse_km(text: str) -> int:
-    return parse_count(_KM_SUFFIX.sub("", nfkc(text)), "a distance in km")
+    """An odometer reading such as 12,000 or 12000 km / 公里, at most domain.limits.MAX_KM."""
+    return parse_count(_KM_SUFFIX.sub("", nfkc(text)), "a distance in km", MAX_KM, "km")
 
 
 def parse_bool(text: str) -> bool:

@@ -15,6 +15,7 @@ import codecs
 import csv
 import io
 import re
+import stat
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,16 +37,22 @@ from domain.csvcells import (
     parse_locale,
     parse_phone,
     parse_plate,
+    parse_points,
     parse_tags,
     parse_text,
     parse_vin,
     split_list,
 )
+from domain.plaintext import has_unsafe
 
 Kind = Literal["members", "vehicles", "visits"]
 KINDS: tuple[Kind, ...] = ("members", "vehicles", "visits")
 
 SNIFF_BYTES = 64 * 1024
+# The longest record read, in characters with its line ends (several lines when a quoted cell
+# holds line breaks): no export has rows near it, and a file that does is refused having held
+# about this much in memory. Read at each open, so a test may lower it.
+MAX_LINE_CHARS = 64 * 1024
 _BLOCK = 1024 * 1024
 
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -197,12 +204,17 @@ class _Fields:
             return None
 
     def _reject(self, column: str, text: str, exc: ValueError) -> None:
-        shown = column if column in _PRIVATE else f"{column} {text!r}"
+        shown = column if column in _PRIVATE else f"{column} {_clipped(text)!r}"
         self.problems.append(f"{shown} {exc}")
 
     def check(self) -> None:
         if self.problems:
             raise BadRow("; ".join(self.problems))
+
+
+def _clipped(text: str, keep: int = 40) -> str:
+    """A cell as a reason repeats it: a cell of thousands of digits is shown by its start."""
+    return text if len(text) <= keep else f"{text[:keep]}…"
 
 
 @lru_cache(maxsize=256)
@@ -212,10 +224,6 @@ def _satisfaction(text: str) -> int:
     if value > 10:
         raise ValueError("is not a score from 0 to 10")
     return value
-
-
-def _points(text: str) -> int:
-    return parse_count(text, "a number of points")
 
 
 @lru_cache(maxsize=8192)
@@ -265,7 +273,7 @@ def member_row(cells: Sequence[str], line: int, ctx: RowContext) -> MemberRow:
         f.optional("store", store, _STORE),
         f.optional("tags", tags, parse_tags) or (),
         f.optional("locale", locale, parse_locale),
-        f.optional("opening_points", opening, _points),
+        f.optional("opening_points", opening, parse_points),
         f.optional("marketing_consent", consent, parse_bool),
     )
     f.check()
@@ -405,21 +413,112 @@ def _delimiter(first_line: str) -> str:
     return ","
 
 
+# Characters a file read as GB18030 (GBK) may hold when one of its rows is really UTF-8 Chinese:
+# ideographs, CJK and full-width punctuation, ASCII. See looks_like_utf8.
+_NOT_CHINESE = re.compile(
+    r"[^\x00-\x7f\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
+)
+_IDEOGRAPH = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+_UTF8_IDEOGRAPH = re.compile(rb"[\xe3-\xe9][\x80-\xbf]{2}")  # U+3000 to U+9FFF in UTF-8
+
+
+def looks_like_utf8(raw: bytes) -> bool:
+    """Whether a line of a GBK file is really UTF-8 Chinese (a row pasted from elsewhere).
+
+    Read as GB18030 such a line decodes without error into other ideographs (李四 → 鏉庡洓),
+    so it is recognised instead: its bytes are valid UTF-8 and decode to Chinese, at least one
+    ideograph and nothing but ASCII and CJK characters. Honest GBK text almost never does: a
+    UTF-8 ideograph is three bytes E4–E9, 80–BF, 80–BF, and two GBK characters always leave
+    a byte over; three that happen to fit are about one in 30,000, and every other character
+    of the line must fit as well (tests hold this over 80,000 common names).
+    """
+    if not _UTF8_IDEOGRAPH.search(raw):  # cheap, and false for nearly every honest line
+        return False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _NOT_CHINESE.search(text) is None and _IDEOGRAPH.search(text) is not None
+
+
+class LineTooLong(Exception):
+    """A record longer than MAX_LINE_CHARS: reading stops there."""
+
+
+class _Lines:
+    """The file's lines for csv.reader, each read no further than the record's cap allows,
+    with what is wrong with the text of the record being read: a byte its encoding does not
+    allow (decoded as U+FFFD, so the problem stays on its own line instead of surfacing where
+    the reader's read-ahead meets it) or, in a GBK file, a UTF-8 line."""
+
+    __slots__ = ("_gbk", "_read", "chars", "encoding", "limit", "problem")
+
+    def __init__(self, text: io.TextIOWrapper, encoding: str, limit: int) -> None:
+        self._read = text.readline
+        self._gbk = encoding == "gb18030"
+        self.encoding = encoding
+        self.limit = limit
+        self.chars = 0
+        self.problem: str | None = None
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        # One character past what the record may still hold tells a record over the cap.
+        line = self._read(self.limit - self.chars + 1)
+        if not line:
+            raise StopIteration
+        self.chars += len(line)
+        if self.chars > self.limit:
+            raise LineTooLong(
+                f"is longer than {self.limit:,} characters (a CSV line must be shorter)"
+            )
+        if not line.isascii() and self.problem is None:
+            self.problem = self._garbled(line)
+        return line
+
+    def _garbled(self, line: str) -> str | None:
+        if "\ufffd" in line:
+            return f"the file is not valid {self.encoding} text on this line"
+        if self._gbk and looks_like_utf8(line.encode("gb18030")):
+            return (
+                "this line is UTF-8 text in a file that is GBK (GB18030) elsewhere: "
+                "save the whole file in one encoding"
+            )
+        return None
+
+    def take_problem(self) -> str | None:
+        """What was wrong with the record just read; the next record starts clean."""
+        problem, self.problem = self.problem, None
+        self.chars = 0
+        return problem
+
+
 class CsvTable:
     """An open CSV file: its header, then its records with the line each one starts on."""
 
-    def __init__(self, kind: str, binary: io.BufferedReader, encoding: str) -> None:
+    def __init__(
+        self, kind: str, binary: io.BufferedReader, encoding: str, line_limit: int
+    ) -> None:
         self.kind = kind
         self.encoding = encoding
         self._binary = binary
         # Held here: a TextIOWrapper that is collected closes the file under it.
-        self._text = text = io.TextIOWrapper(binary, encoding=encoding, newline="")
+        self._text = text = io.TextIOWrapper(
+            binary, encoding=encoding, errors="replace", newline=""
+        )
+        self._lines = lines = _Lines(text, encoding, line_limit)
         try:
-            first = text.readline()
-            self._reader = csv.reader(chain([first], text), delimiter=_delimiter(first))
+            first = next(lines, "")
+            self._reader = csv.reader(chain([first], lines), delimiter=_delimiter(first))
             header_cells = next(self._reader, None)
-        except UnicodeDecodeError as exc:
-            raise HeaderError(f"the start of the file is not valid {encoding} text") from exc
+        except LineTooLong as exc:
+            raise HeaderError(f"the first line {exc}") from None
+        except csv.Error as exc:
+            raise HeaderError(f"the first line cannot be read as CSV ({exc})") from None
+        if problem := lines.take_problem():
+            raise HeaderError(f"the first line: {problem}")
         if not header_cells or not any(c.strip() for c in header_cells):
             raise HeaderError("the file is empty: the first line must name the columns")
         self.header = read_header(kind, header_cells)
@@ -436,14 +535,15 @@ class CsvTable:
         padding = [""] * (width + 1)
         # Absent columns read the always-empty cell at index `width`.
         pick = itemgetter(*(self.header.positions.get(c, width) for c in COLUMNS[self.kind]))
-        reader = self._reader
+        columns = COLUMNS[self.kind]
+        reader, lines = self._reader, self._lines
         line = reader.line_num
         while True:
             start = line + 1
             try:
                 cells = next(reader, None)
-            except UnicodeDecodeError:
-                yield RowError(start, f"the file is not valid {self.encoding} text from about here")
+            except LineTooLong as exc:
+                yield RowError(start, f"{exc}: not read further")
                 return
             except csv.Error as exc:
                 yield RowError(start, f"the line cannot be read as CSV ({exc})")
@@ -451,7 +551,11 @@ class CsvTable:
             line = reader.line_num
             if cells is None:
                 return
-            if not "".join(cells).strip():  # blank: no cell has more than white space
+            if problem := lines.take_problem():
+                yield RowError(start, problem)
+                continue
+            joined = "".join(cells)
+            if not joined.strip():  # blank: no cell has more than white space
                 continue
             if len(cells) > width:
                 if any(c.strip() for c in cells[width:]):
@@ -463,10 +567,25 @@ class CsvTable:
                     continue
                 del cells[width:]
             cells += padding[len(cells) :]
+            picked = pick(cells)
+            # One search of the whole record first: a clean record (nearly all) costs no more.
+            if has_unsafe(joined) and (unsafe := _unsafe_columns(columns, picked)):
+                yield RowError(start, unsafe)
+                continue
             try:
-                yield parse(pick(cells), start, ctx)
+                yield parse(picked, start, ctx)
             except BadRow as exc:
                 yield RowError(start, str(exc))
+
+
+def _unsafe_columns(columns: Sequence[str], cells: Sequence[str]) -> str | None:
+    """The reason naming the columns read whose value holds a control character or a bidi
+    control (domain.plaintext); None when only a column nobody reads does."""
+    bad = [name for name, cell in zip(columns, cells, strict=True) if has_unsafe(cell.strip())]
+    if not bad:
+        return None
+    verb = "holds" if len(bad) == 1 else "hold"
+    return f"{', '.join(bad)} {verb} a control character or a bidi override"
 
 
 @dataclass
@@ -511,9 +630,15 @@ def chunks(
 
 @contextmanager
 def open_table(path: Path, kind: str) -> Iterator[CsvTable]:
-    """The file opened in its own encoding with its header checked; HeaderError if unusable."""
+    """The file opened in its own encoding with its header checked; HeaderError if unusable.
+
+    Only a regular file is read: a device (/dev/zero) would be read for ever and a pipe waits
+    for a writer for ever, so both are refused before they are opened.
+    """
     if kind not in KINDS:
         raise HeaderError(f"unknown kind of file {kind!r} (use {', '.join(KINDS)})")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise HeaderError(f"{path.name or path} is not a regular file: export to a file first")
     encoding = sniff_encoding(path)
     with path.open("rb") as binary:
-        yield CsvTable(kind, binary, encoding)
+        yield CsvTable(kind, binary, encoding, MAX_LINE_CHARS)

@@ -48,6 +48,7 @@ from db.session import upsert_insert
 from db.types import UTCDateTime, utcnow
 from domain import audit, ledger
 from domain.errors import InsufficientPoints, InvalidInput
+from domain.limits import MAX_POINTS
 from domain.shop import LoyaltyRules
 
 EARN, OPENING, REDEEM = PointsKind.EARN, PointsKind.OPENING, PointsKind.REDEEM
@@ -356,11 +357,19 @@ async def adjust(
     actor: str,
     key: str | None = None,
 ) -> PointsEntry:
-    """A manual correction by staff: needs a reason, is audited, and cannot overdraw."""
+    """A manual correction by staff: needs a reason, is audited, and cannot overdraw.
+
+    At most MAX_POINTS either way: a typed-in figure past it is a mistake, and a ledger line
+    that large would overflow every sum over the member's ledger after it.
+    """
     if not reason or not reason.strip():
         raise InvalidInput("an adjustment needs a reason")
     if delta == 0:
         raise InvalidInput("an adjustment of 0 points changes nothing")
+    if abs(delta) > MAX_POINTS:
+        raise InvalidInput(
+            f"an adjustment is at most {MAX_POINTS:,} points either way", points=delta
+        )
     if delta > 0:
         entry = await credit(
             session,

@@ -11,6 +11,7 @@ from db.models import Member, MileageReading, Tier, Visit
 from db.session import upsert_insert
 from domain import points, tiers
 from domain.errors import InvalidInput, NotFound
+from domain.limits import MAX_AMOUNT_CENTS, MAX_AMOUNT_YUAN, MAX_KM
 from domain.shop import LoyaltyRules
 
 
@@ -37,6 +38,12 @@ async def record(
     """
     if amount_cents < 0:
         raise InvalidInput("amount cannot be negative", amount_cents=amount_cents)
+    if amount_cents > MAX_AMOUNT_CENTS:
+        raise InvalidInput(
+            f"an amount is at most {MAX_AMOUNT_YUAN:,} yuan", amount_cents=amount_cents
+        )
+    if mileage_km is not None and not 0 <= mileage_km <= MAX_KM:
+        raise InvalidInput(f"mileage is 0 to {MAX_KM:,} km", mileage_km=mileage_km)
     if satisfaction is not None and not 0 <= satisfaction <= 10:
         raise InvalidInput("satisfaction is 0 to 10", satisfaction=satisfaction)
     if visit_ref and (

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from db.models import StoredValueEntry, StoredValueKind
 from domain import audit, ledger
 from domain.errors import InsufficientBalance, InvalidInput
+from domain.limits import MAX_AMOUNT_CENTS, MAX_AMOUNT_YUAN
 
 TOP_UP, SPEND = StoredValueKind.TOP_UP, StoredValueKind.SPEND
 
@@ -26,8 +27,13 @@ async def balance(session: AsyncSession, member_id: int) -> int:
 
 
 def _positive(amount_cents: int) -> None:
+    """Above 0 and at most one payment's cap (domain.limits)."""
     if amount_cents <= 0:
         raise InvalidInput("amount must be positive", amount_cents=amount_cents)
+    if amount_cents > MAX_AMOUNT_CENTS:
+        raise InvalidInput(
+            f"an amount is at most {MAX_AMOUNT_YUAN:,} yuan", amount_cents=amount_cents
+        )
 
 
 async def _audit(session: AsyncSession, written: ledger.Written[StoredValueEntry]) -> None:

@@ -229,6 +229,21 @@ async def test_complaint_by_keyword_then_free_text(db: Database, shop_config: Sh
     assert len(await complaints(db)) == 1
 
 
+async def test_control_characters_never_reach_a_stored_complaint(
+    db: Database, shop_config: ShopConfig
+) -> None:
+    """What a member types is stripped of escape sequences, control characters and bidi
+    overrides where it enters the chat core, for every channel: the staff terminal that lists
+    complaints never runs them, and a NUL never reaches PostgreSQL. Line breaks stay."""
+    c = chat(db, shop_config)
+    member_id, _ = await member_with_visits(db, "M1", [date(2026, 11, 20)])
+    await link_chat(c, member_id, "1001")
+    await c.handle(text("1001", "投诉"))
+    await c.handle(text("1001", "\x1b[2J洗车\u202e不干净\x00\r\n轮毂\x1b]0;x\x07也没擦\x85"))
+    await c.handle(command("1001", "complaint", "电话\u2066打不通\x07"))
+    assert [x.body for x in await complaints(db)] == ["洗车不干净\n轮毂也没擦", "电话打不通"]
+
+
 async def test_complaint_command_with_text_cancel_and_empty_text(
     db: Database, shop_config: ShopConfig
 ) -> None:

@@ -62,6 +62,15 @@ def test_adjust_needs_a_reason_and_never_overdraws(shop: CliRunner) -> None:
     assert missing.exit_code != 0
 
 
+def test_adjust_past_the_cap_is_a_clear_refusal(shop: CliRunner) -> None:
+    huge = shop.invoke(app, ["points", "adjust", "C-1", "100000000000000000000", "-r", "x"])
+    assert huge.exit_code == 1, huge.output
+    assert "at most 100,000,000 points" in huge.output
+    assert huge.exception is None or isinstance(huge.exception, SystemExit)
+    after = shop.invoke(app, ["points", "adjust", "C-1", "1", "-r", "x"])
+    assert "balance now 301" in after.output
+
+
 def test_expire_and_review_are_idempotent_for_a_day(shop: CliRunner) -> None:
     first = shop.invoke(app, ["points", "expire", "--date", "2028-10-02"])
     assert first.exit_code == 0, first.output

@@ -51,6 +51,14 @@ VISITS = [
     "M2,2026年2月3日,RMB 100,R2,,京B54321,,,",
     "M3,2025-12-24,CNY88.50,,,,,,10",
 ]
+# Realistic names; those of three characters are the ones honest GBK could mistake for UTF-8.
+CHINESE_NAMES = (  # noqa: SIM905 - a list literal of 58 names is 60 lines
+    "王伟 李娜 张敏 刘洋 陈静 杨磊 黄勇 赵艳 吴杰 周涛 徐明 孙超 马丽 朱强 胡军 "
+    "郭芳 何平 高峰 林红 罗刚 郑霞 梁辉 谢鹏 宋飞 唐宇 许浩 韩雪 冯博 邓欣 曹阳 "
+    "王秀英 李建国 张桂兰 刘志强 陈欣怡 杨梓萱 黄子涵 赵浩然 吴诗琪 周俊杰 "
+    "徐嘉怡 孙雨桐 马梦琪 朱一博 胡思远 郭佳怡 何可馨 高宇轩 林欣妍 罗浩宇 "
+    "欧阳娜娜 司马光明 诸葛亮 上官婉儿 李四 王五 赵六 钱七"
+).split()
 CARLESS_VISITS = [
     "member_ref,visited_on,amount,visit_ref",
     "M1,2026-02-01,1500,R1",
@@ -110,6 +118,90 @@ async def test_a_file_that_changes_encoding_midway_writes_nothing(
     assert result.written is False
     assert result.errors[-1].reason.startswith("the file is not valid utf-8 text")
     assert await count(db, Member) == 0
+
+
+async def test_control_characters_and_bidi_overrides_are_bad_rows(
+    db: Database, tmp_path: Path
+) -> None:
+    """A NUL, an escape, a C1 control or a bidi override in a text cell is refused naming its
+    column (never its value): on SQLite it would be stored where nobody can type it, on
+    PostgreSQL a NUL is a traceback. Line breaks inside a quoted cell are refused too."""
+    people = [
+        "member_ref,name,phone,store,tags",
+        "M\x001,王小明,13812345678,,",
+        "M2,\u202e李娜,13912345678,,",
+        "M3,张\x85三,13712345678,ma\x1b[2Jin,VIP",
+        'M4,"王\n五",13612345678,,\u2066fleet',
+        "M5,赵六,13512345678,main,VIP",
+    ]
+    result = await load(db, "members", write(tmp_path, "m.csv", people))
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (2, "member_ref holds a control character or a bidi override"),
+        (3, "name holds a control character or a bidi override"),
+        (4, "name, store hold a control character or a bidi override"),
+        (5, "name, tags hold a control character or a bidi override"),
+    ]
+    assert result.written is False and await count(db, Member) == 0
+    await load(db, "members", write(tmp_path, "ok.csv", MEMBERS))
+    cars = ["member_ref,plate,make", "M1,沪A12345,大众\x00", "M2,京B\u202d54321,BMW"]
+    result = await load(db, "vehicles", write(tmp_path, "v.csv", cars))
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (2, "make holds a control character or a bidi override"),
+        (3, "plate holds a control character or a bidi override"),
+    ]
+    visits = ["member_ref,visited_on,amount,visit_ref,services", "M1,2026-02-01,10,R\x001,wash"]
+    result = await load(db, "visits", write(tmp_path, "v.csv", visits))
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (2, "visit_ref holds a control character or a bidi override")
+    ]
+    assert await count(db, Vehicle) == await count(db, Visit) == 0
+
+
+async def test_a_utf8_row_in_a_gbk_file_is_refused(db: Database, tmp_path: Path) -> None:
+    """Excel saves GBK; a row pasted from elsewhere may be UTF-8. Read as GB18030 it would be
+    stored garbled (李四 as 鏉庡洓) and reported written: the row is refused on its own line,
+    and the honest GBK rows around it are read as they are."""
+    rows = [f"C{i:03d},{name},1381234{i:04d}" for i, name in enumerate(CHINESE_NAMES)]
+    gbk = ("会员编号,姓名,手机号码\r\n" + "\r\n".join(rows[:40]) + "\r\n").encode("gbk")
+    utf8 = "C999,李四,13912345678\r\n".encode()
+    rest = ("\r\n".join(rows[40:]) + "\r\n").encode("gbk")
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(gbk + utf8 + rest)
+    result = await load(db, "members", path)
+    assert result.encoding == "gb18030"
+    assert [e.line for e in result.errors] == [42]
+    assert "UTF-8" in result.errors[0].reason and "GBK" in result.errors[0].reason
+    assert result.written is False and await count(db, Member) == 0
+    path.write_bytes(gbk + rest)
+    honest = await load(db, "members", path)
+    assert (honest.written, honest.errors, honest.created) == (True, [], len(rows))
+    assert (await member(db, "C001")).name == CHINESE_NAMES[1]
+
+
+async def test_a_bad_byte_is_reported_on_its_own_line(db: Database, tmp_path: Path) -> None:
+    """The reader decodes ahead of the rows it hands out: the line of a bad byte is the bad
+    row's own, and the rows after it are still read and checked."""
+    lines = ["member_ref,name,phone"] + [f"M{i},王小明,13812345678" for i in range(3000)]
+    after = [f"N{i},bad,1" for i in range(3)]
+    path = tmp_path / "mixed.csv"
+    body = "\n".join(lines).encode() + "\nX1,李娜,13912345678\n".encode("gbk")
+    path.write_bytes(body + "\n".join(after).encode() + b"\n")
+    result = await load(db, "members", path)
+    assert [e.line for e in result.errors] == [3002, 3003, 3004, 3005]
+    assert result.errors[0].reason == "the file is not valid utf-8 text on this line"
+    assert result.rows_read == 3004
+
+
+async def test_a_line_past_the_cap_is_a_bad_row_and_nothing_is_written(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(csvparse, "MAX_LINE_CHARS", 200)
+    lines = ["member_ref,name,phone", "M1,王小明,13812345678", "M2," + "x" * 300 + ",139"]
+    result = await load(db, "members", write(tmp_path, "m.csv", [*lines, "M3,n,13712345678"]))
+    assert [(e.line, e.reason) for e in result.errors] == [
+        (3, "is longer than 200 characters (a CSV line must be shorter): not read further")
+    ]
+    assert result.written is False and await count(db, Member) == 0
 
 
 # ---------------------------------------------------------------- members
@@ -471,6 +563,74 @@ async def test_memory_does_not_grow_with_the_file(
     small = await heap_peak(visits("small", 3_000))
     large = await heap_peak(visits("large", 12_000))
     assert large < small * 1.5 + 512 * 1024, (small, large)
+
+
+# ---------------------------------------------------------------- caps
+
+
+HUGE = "100000000000000000000"
+
+
+async def test_amounts_points_and_mileage_past_the_caps_are_bad_rows(
+    db: Database, tmp_path: Path
+) -> None:
+    """Past the caps of domain.limits a cell is a bad row naming the cap, never a traceback or
+    a ledger line no later adjustment can correct; nothing of the file is written."""
+    people = [
+        "member_ref,name,phone,opening_points",
+        f"C1,甲,13812345678,{HUGE}",
+        "C2,乙,13912345678,100000001",
+        "C3,丙,13712345678,100000000",
+    ]
+    bad = await load(db, "members", write(tmp_path, "m.csv", people))
+    assert [(e.line, e.reason) for e in bad.errors] == [
+        (2, f"opening_points {HUGE!r} is more than 100,000,000 points"),
+        (3, "opening_points '100000001' is more than 100,000,000 points"),
+    ]
+    assert await count(db, Member) == 0
+    await load(db, "members", write(tmp_path, "ok.csv", MEMBERS))
+    cars = ["member_ref,plate,mileage_km", f"M1,沪A12345,{HUGE}", "M2,京B54321,2000001km"]
+    bad = await load(db, "vehicles", write(tmp_path, "v.csv", cars))
+    assert [(e.line, e.reason) for e in bad.errors] == [
+        (2, f"mileage_km {HUGE!r} is more than 2,000,000 km"),
+        (3, "mileage_km '2000001km' is more than 2,000,000 km"),
+    ]
+    visits = [
+        "member_ref,visited_on,amount",
+        f"M1,2026-02-01,{HUGE}",
+        "M1,2026-02-02,92233720368547758.07",
+        'M1,2026-02-03,"30,000,000"',
+        "M1,2026-02-04,10000000.01",
+        "M1,2026-02-05,9" + "9" * 5000,
+    ]
+    bad = await load(db, "visits", write(tmp_path, "v.csv", visits))
+    assert bad.written is False and await count(db, Visit) == 0
+    assert [e.line for e in bad.errors] == [2, 3, 4, 5, 6]
+    assert all(e.reason.endswith("is more than 10,000,000 yuan") for e in bad.errors)
+    assert len(bad.errors[-1].reason) < 120, "a long cell is not repeated whole"
+
+
+async def test_amounts_up_to_the_cap_are_stored_on_both_databases(
+    db: Database, tmp_path: Path
+) -> None:
+    """Ten million yuan is the largest amount; three of them earn points, sums of cents and
+    points past 2^31 included (BIGINT on PostgreSQL, see migration 0008)."""
+    await load(db, "members", write(tmp_path, "m.csv", MEMBERS[:2]))
+    lines = ["member_ref,visited_on,amount", *(f"M1,2026-02-0{d},10000000" for d in (1, 2, 3))]
+    result = await load(db, "visits", write(tmp_path, "v.csv", lines))
+    assert (result.written, result.errors, result.points_credited) == (True, [], 30_000_000)
+    m1 = await member(db, "M1")
+    async with db.read() as session:
+        spend = await session.scalar(select(func.sum(Visit.amount_cents)))
+        assert spend == 3_000_000_000
+        assert await points.balance(session, m1.id) == 100 + 30_000_000
+    async with db.transaction() as session:
+        for _ in range(22):  # 2.2 billion points, all lapsing on one day: one expiry line
+            await points.adjust(
+                session, m1.id, 100_000_000, date(2020, 1, 1), RULES, reason="test", actor="t"
+            )
+        expired = await points.expire(session, date(2024, 1, 1))
+    assert expired == 2_200_000_000
 
 
 # ---------------------------------------------------------------- the command

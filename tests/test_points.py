@@ -144,6 +144,21 @@ async def test_adjustment_needs_reason_and_is_audited(db: Database) -> None:
     ]
 
 
+async def test_an_adjustment_past_the_cap_is_refused_and_changes_nothing(db: Database) -> None:
+    member_id = await new_member(db)
+    for delta in (points.MAX_POINTS + 1, -(points.MAX_POINTS + 1), 10**20, -(10**20)):
+        with pytest.raises(InvalidInput, match="at most 100,000,000 points"):
+            async with db.transaction() as session:
+                await points.adjust(session, member_id, delta, DAY, RULES, reason="x", actor="t")
+    async with db.transaction() as session:
+        await points.adjust(
+            session, member_id, points.MAX_POINTS, DAY, RULES, reason="x", actor="t"
+        )
+    async with db.read() as session:
+        assert await points.balance(session, member_id) == points.MAX_POINTS
+        assert len((await session.scalars(select(AuditLog))).all()) == 1
+
+
 async def test_concurrent_redemptions_never_overdraw(db: Database) -> None:
     member_id = await new_member(db)
     async with db.transaction() as session:

@@ -24,6 +24,7 @@ from datetime import date
 from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     Date,
     Integer,
     String,
@@ -184,7 +185,7 @@ class VisitsImporter(Importer):
             wanted = values(
                 column("member_id", Integer),
                 column("visited_on", Date),
-                column("amount_cents", Integer),
+                column("amount_cents", BigInteger),
                 name="wanted",
             ).data(keys)
             query = select(*columns).join(
