@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from domain.errors import ConfigError, DomainError
+from domain.plaintext import inert
 from memberbot import runtime
 from memberbot.settings import Settings
 
@@ -54,10 +55,10 @@ def clear_errors(*refusals: type[Exception]) -> Iterator[None]:
     except ConfigError as exc:
         err.print("The shop configuration has problems:", style="red")
         for file, key, reason in exc.problems:
-            err.print(f"  {file}: {key}: {reason}", markup=False)
+            err.print(inert(f"  {file}: {key}: {reason}"), markup=False)
         raise typer.Exit(2) from exc
     except (DomainError, *refusals) as exc:
-        err.print(str(exc), style="red", markup=False)
+        err.print(inert(str(exc)), style="red", markup=False)
         raise typer.Exit(1) from exc
 
 

@@ -19,6 +19,7 @@ from memberbot import consolechat, runtime
 from memberbot import demo as demo_chain
 from memberbot.cli.common import clear_errors, console, run
 from memberbot.settings import Settings
+from memberbot.staffview import line
 
 
 def demo(
@@ -67,7 +68,7 @@ def _demo_chat(database_url: str, member_ref: str | None) -> None:
         if member is None:
             return
         session = await consolechat.open_session(rt, member, actor="demo")
-        console.rule(f"[bold]The member's chat[/bold] ({member.member_ref}, as on Telegram)")
+        console.rule(line(("The member's chat", "bold"), f" ({member.member_ref}, as on Telegram)"))
         if live:
             console.print("Type a number to press a button, words like 积分 or 预约, q to quit.")
             await interact(session, console, console.input)

@@ -18,6 +18,7 @@ from db.types import utcnow
 from domain import binding, members, privacy, profiles
 from memberbot import runtime, staffview
 from memberbot.cli.common import MemberQuery, console, err, run
+from memberbot.staffview import line
 
 app = typer.Typer(help="Look up members.", no_args_is_help=True)
 
@@ -48,7 +49,7 @@ def consent(
         async with rt.db.transaction() as session:
             member = await members.find(session, query, rt.settings.default_region)
             await privacy.set_consent(session, member.id, answer, source=source, actor=actor)
-        console.print(f"{member.member_ref}: marketing consent {'yes' if answer else 'no'}.")
+        console.print(line(f"{member.member_ref}: marketing consent {'yes' if answer else 'no'}."))
 
     run(work)
 
@@ -69,7 +70,7 @@ def export(
         return member.member_ref
 
     ref = run(work)
-    console.print(f"{ref}: personal data written to {output}.")
+    console.print(line(f"{ref}: personal data written to {output}."))
 
 
 @app.command("erase")
@@ -90,7 +91,7 @@ def erase(
             await privacy.erase(session, member.id, actor=actor, reason=reason)
         return member.member_ref
 
-    console.print(f"{run(work)}: personal data erased.")
+    console.print(line(f"{run(work)}: personal data erased."))
 
 
 @app.command("invite")
@@ -111,9 +112,11 @@ def invite(
         return member.member_ref, code, rt.settings.telegram_bot_username
 
     ref, code, username = run(work)
-    console.print(f"{ref}: invite code [bold]{code}[/bold], valid for {hours} h, single use.")
+    console.print(
+        line(f"{ref}: invite code ", (code, "bold"), f", valid for {hours} h, single use.")
+    )
     if username:
-        console.print(f"Telegram link: https://t.me/{username.lstrip('@')}?start={code}")
+        console.print(line(f"Telegram link: https://t.me/{username.lstrip('@')}?start={code}"))
     else:
         console.print(
             "Set MEMBERBOT_TELEGRAM_BOT_USERNAME to print the Telegram link; the member can "

@@ -20,6 +20,7 @@ from domain import churn, scores
 from domain.errors import InvalidInput
 from memberbot import runtime
 from memberbot.cli.common import AS_OF, console, run
+from memberbot.staffview import plain
 
 app = typer.Typer(help="Member segments and churn risk.", no_args_is_help=True)
 
@@ -90,7 +91,7 @@ def export(
         return write_csv(score_set, output, locale.value), score_set.model.note
 
     count, note = run(work)
-    console.print(f"{count:,} member(s) as of {day} written to {output}.", markup=False)
+    console.print(plain(f"{count:,} member(s) as of {day} written to {output}."))
     console.print(f"Churn risk: {note}.", markup=False)
 
 
