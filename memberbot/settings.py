@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     )
     default_locale: str = Field(default="zh_CN", description="Locale for new members: zh_CN or en.")
     log_level: str = Field(default="INFO", description="Python logging level.")
+    sql_log_level: str = Field(
+        default="WARNING",
+        description="Level of the database drivers' loggers (aiosqlite, SQLAlchemy, asyncpg), "
+        "apart from log_level because at DEBUG they print every statement's parameters: "
+        "phones, plates, names. A debugging aid only.",
+    )
     sqlite_busy_timeout_ms: int = Field(
         default=30_000, description="How long a SQLite writer waits for the lock before failing."
     )
