@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import typer
 from rich.console import Console
@@ -48,12 +48,13 @@ def run(work: Callable[[runtime.Runtime], Awaitable[T]], settings: Settings | No
 
 @contextmanager
 def clear_errors(*refusals: type[Exception]) -> Iterator[None]:
-    """A configuration problem exits 2 with every (file, key, reason); a refused request exits
-    1 with its message. Never a stack trace for what the user can fix."""
+    """A configuration problem (the shop's YAML or the settings) exits 2 with every (file,
+    key, reason); a refused request exits 1 with its message. Never a stack trace for what the
+    user can fix."""
     try:
         yield
     except ConfigError as exc:
-        err.print("The shop configuration has problems:", style="red")
+        err.print("The configuration has problems:", style="red")
         for file, key, reason in exc.problems:
             err.print(inert(f"  {file}: {key}: {reason}"), markup=False)
         raise typer.Exit(2) from exc
@@ -68,10 +69,15 @@ class DayOption:
 
     The option takes text and the command reads it with `parse` or `or_today` where it always
     has, so a bad day is reported at the same moment as before: a usage error (exit 2) naming
-    the flag, `'next tuesday' is not a date like 2026-03-05`.
+    the flag, `'next tuesday' is not a date like 2026-03-05`. A day outside FIRST_DAY..LAST_DAY
+    is refused the same way: the commands count months and years back and days ahead from it,
+    which near the calendar's ends (0001-01-01, 9999-12-31) leaves Python's dates.
     """
 
     flag: str
+
+    FIRST_DAY: ClassVar[date] = date(1900, 1, 1)
+    LAST_DAY: ClassVar[date] = date(2999, 12, 31)
 
     def option(self, help: str) -> Any:
         """The Typer option for an `Annotated[str, …]` or `Annotated[str | None, …]`
@@ -80,10 +86,14 @@ class DayOption:
 
     def parse(self, text: str) -> date:
         try:
-            return date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError as exc:
             message = f"{text!r} is not a date like 2026-03-05"
             raise typer.BadParameter(message, param_hint=self.flag) from exc
+        if not self.FIRST_DAY <= day <= self.LAST_DAY:
+            message = f"{day} is not between {self.FIRST_DAY} and {self.LAST_DAY}"
+            raise typer.BadParameter(message, param_hint=self.flag)
+        return day
 
     def or_today(self, rt: runtime.Runtime, text: str | None) -> date:
         """The day given, else today in the chain's time zone."""

@@ -18,7 +18,7 @@ from bot.channels.console import interact, script
 from memberbot import consolechat, runtime
 from memberbot import demo as demo_chain
 from memberbot.cli.common import clear_errors, console, run
-from memberbot.settings import Settings
+from memberbot.settings import load
 from memberbot.staffview import line
 
 
@@ -60,7 +60,8 @@ def demo(
 
 def _demo_chat(database_url: str, member_ref: str | None) -> None:
     """End the demo in the member's chat: a live console in a terminal, else a scripted tour."""
-    settings = Settings(database_url=database_url, shop_config=demo_chain.DEMO_SHOP)
+    with clear_errors():
+        settings = load(database_url=database_url, shop_config=demo_chain.DEMO_SHOP)
     live = sys.stdin.isatty() and sys.stdout.isatty()
 
     async def work(rt: runtime.Runtime) -> None:

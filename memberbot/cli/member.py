@@ -16,6 +16,7 @@ import typer
 
 from db.types import utcnow
 from domain import binding, members, privacy, profiles
+from domain.errors import InvalidInput
 from memberbot import runtime, staffview
 from memberbot.cli.common import MemberQuery, console, err, run
 from memberbot.staffview import line
@@ -66,11 +67,22 @@ def export(
         async with rt.db.transaction() as session:
             member = await members.find(session, query, rt.settings.default_region)
             data = await privacy.export(session, member.id, actor=actor)
-        output.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+            # Written inside the transaction: a copy that could not be written rolls back
+            # the audit entry that says it was taken.
+            write_json(output, data)
         return member.member_ref
 
     ref = run(work)
     console.print(line(f"{ref}: personal data written to {output}."))
+
+
+def write_json(output: Path, data: object) -> None:
+    """The export as UTF-8 JSON; a path that cannot be written is a refusal (exit 1) naming
+    it, not a traceback."""
+    try:
+        output.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
 @app.command("erase")

@@ -66,14 +66,18 @@ def csv_row(row: scores.ScoreRow, locale: str) -> list[str]:
 
 
 def write_csv(score_set: scores.ScoreSet, output: Path, locale: str) -> int:
-    """Write the header and one row per member; the number of members written."""
+    """Write the header and one row per member; the number of members written. A path that
+    cannot be written is a refusal (exit 1) naming it, not a traceback."""
     count = 0
-    with output.open("w", encoding="utf-8-sig", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in score_set:
-            writer.writerow(csv_row(row, locale))
-            count += 1
+    try:
+        with output.open("w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for row in score_set:
+                writer.writerow(csv_row(row, locale))
+                count += 1
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}") from exc
     return count
 
 
