@@ -329,8 +329,12 @@ def load_shop_config(path: Path | None) -> ShopConfig:
     source = config_source(path)
     if path is not None and not path.exists() and path.name != "shop.yaml":
         raise ConfigError([(str(path), "-", "file not found")])
+    if not source.is_file():
+        raise ConfigError([(str(source), "-", "not a file (a directory?)")])
     try:
         raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([(str(source), "-", f"cannot be read: {exc}")]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "-"

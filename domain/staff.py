@@ -12,6 +12,8 @@ from domain.errors import DomainError, InvalidInput, NotFound
 
 STAFF, MANAGER = StaffRole.STAFF, StaffRole.MANAGER
 ROLES = (STAFF, MANAGER)
+# Telegram's user ids are positive and have at most 52 significant bits (its Bot API docs).
+TELEGRAM_ID_MAX = 2**52 - 1
 
 
 class NotAllowed(DomainError):
@@ -32,6 +34,11 @@ async def add(
         raise InvalidInput("role must be staff or manager", role=role)
     if not name.strip():
         raise InvalidInput("a staff account needs a name")
+    if telegram_user_id is not None and not 0 < telegram_user_id <= TELEGRAM_ID_MAX:
+        raise InvalidInput(
+            f"a Telegram user id is a number from 1 to {TELEGRAM_ID_MAX}",
+            telegram_user_id=telegram_user_id,
+        )
     store_id = None
     if store_code is not None:
         store = await session.scalar(select(Store).where(Store.code == store_code))

@@ -13,6 +13,10 @@ from db.session import Database
 from domain.shop import ShopConfig, load_shop_config, sync_shop
 from memberbot.settings import Settings, get_settings
 
+# The database drivers' loggers print every statement with its parameters at DEBUG (and
+# SQLAlchemy's at INFO): the phones, plates, names and birthdays of members.
+SQL_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "sqlalchemy.pool", "asyncpg")
+
 
 @dataclass
 class Runtime:
@@ -39,15 +43,24 @@ class Runtime:
 async def start(settings: Settings | None = None, *, migrate: bool = True) -> Runtime:
     """Load and validate the configuration, migrate the database and sync the shop into it."""
     settings = settings or get_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging(settings)
     config = load_shop_config(settings.shop_config)
     db = Database.from_url(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
     if migrate:
         await prepare(db, config)
     return Runtime(settings=settings, config=config, db=db)
+
+
+def configure_logging(settings: Settings) -> None:
+    """The process's log level, with Alembic's chatter and the database drivers held apart:
+    `MEMBERBOT_LOG_LEVEL=DEBUG` must not write members' personal data to stderr, so the SQL
+    loggers follow `MEMBERBOT_SQL_LOG_LEVEL` (WARNING unless someone asks)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    for name in SQL_LOGGERS:
+        logging.getLogger(name).setLevel(settings.sql_log_level.upper())
 
 
 async def prepare(db: Database, config: ShopConfig) -> None:

@@ -1,18 +1,33 @@
-"""One settings object for the whole process, read from `MEMBERBOT_*` variables and `.env`."""
+"""One settings object for the whole process, read from `MEMBERBOT_*` variables and `.env`.
+
+Values that would only fail later, deep in a command (a log level logging does not know, a
+database URL SQLAlchemy cannot parse or cannot run asynchronously), are refused here; `load`
+turns every refusal into a `ConfigError` naming the variable, which the CLI prints as a
+configuration problem (exit 2) like a problem in the shop's YAML.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from domain.errors import ConfigError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DATABASE_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+ENV_PREFIX = "MEMBERBOT_"
 
 
 class Settings(BaseSettings):
     """Every knob an operator can turn; the README's configuration table mirrors these fields."""
 
-    model_config = SettingsConfigDict(env_prefix="MEMBERBOT_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
     database_url: str = Field(
         default="sqlite+aiosqlite:///memberbot.db",
@@ -27,6 +42,12 @@ class Settings(BaseSettings):
     )
     default_locale: str = Field(default="zh_CN", description="Locale for new members: zh_CN or en.")
     log_level: str = Field(default="INFO", description="Python logging level.")
+    sql_log_level: str = Field(
+        default="WARNING",
+        description="Level of the database drivers' loggers (aiosqlite, SQLAlchemy, asyncpg), "
+        "apart from log_level because at DEBUG they print every statement's parameters: "
+        "phones, plates, names. A debugging aid only.",
+    )
     sqlite_busy_timeout_ms: int = Field(
         default=30_000, description="How long a SQLite writer waits for the lock before failing."
     )
@@ -130,6 +151,28 @@ class Settings(BaseSettings):
         default=1.0, description="Least time between two messages to one Telegram chat."
     )
 
+    @field_validator("log_level", "sql_log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        """A level `logging` knows, in any case; anything else fails at the first log line."""
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level ({', '.join(LOG_LEVELS)})")
+        return level
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_database_url(cls, value: str) -> str:
+        """A URL SQLAlchemy parses, with one of the two async drivers memberbot runs on."""
+        example = "sqlite+aiosqlite:///FILE or postgresql+asyncpg://user:pass@host/db"
+        try:
+            driver = make_url(value).drivername
+        except ArgumentError:
+            raise ValueError(f"is not a database URL like {example}") from None
+        if driver not in DATABASE_DRIVERS:
+            raise ValueError(f"{driver!r} is not supported: use {example}")
+        return value
+
     @model_validator(mode="after")
     def _read_old_names(self) -> Settings:
         """The Telegram listen settings and the health port of earlier versions still work
@@ -144,7 +187,20 @@ class Settings(BaseSettings):
         return self
 
 
+def load(**values: Any) -> Settings:
+    """Settings from the environment with `values` over them; a wrong value is a
+    `ConfigError` naming its variable (`MEMBERBOT_LOG_LEVEL: …`), never a pydantic traceback."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = [
+            ("settings", ENV_PREFIX + "_".join(str(p) for p in err["loc"]).upper(), err["msg"])
+            for err in exc.errors()
+        ]
+        raise ConfigError(problems) from exc
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
-    return Settings()
+    return load()

@@ -5,18 +5,45 @@ plates of the cars in front of them, where another channel may show less.
 
 `memberbot member show` draws it and so does the demo's summary (`memberbot.demo.render`), which
 is why it lives beside `cli/` rather than in `cli/member.py`: the demo package must not import
-the CLI that mounts it.
+the CLI that mounts it. For the same reason `plain` lives here: the one way every command and
+the demo print text that people wrote.
 """
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from db.models import Coupon, MemberScore, Service
 from domain import churn, coupons
 from domain.identity import mask_phone
+from domain.plaintext import inert
 from domain.profiles import MemberProfile
+
+
+def plain(value: object, style: str = "") -> Text:
+    """Text that came from members, staff, imports or the shop's YAML, ready to print: never
+    read as rich markup (a `[/red]` in a name would crash the command) and with control
+    characters and bidi overrides shown as escapes (`domain.plaintext.inert`), never run by
+    the terminal. Every table cell, title or line that holds such text goes through here."""
+    return Text(inert(str(value)), style=style)
+
+
+def line(*parts: str | Text | tuple[str, str]) -> Text:
+    """One printed line from parts, each `plain` (printed as written, never as markup); a
+    `(text, style)` pair gives its text a style, a `Text` part is kept as it is. Our own words
+    and people's text can then sit in one f-string-free line without either being read as
+    markup."""
+    out = Text()
+    for part in parts:
+        if isinstance(part, Text):
+            out.append_text(part)
+        elif isinstance(part, tuple):
+            out.append_text(plain(*part))
+        else:
+            out.append_text(plain(part))
+    return out
 
 
 def yuan(cents: int) -> str:
@@ -40,14 +67,17 @@ def service_name(service: Service | None, code: str) -> str:
 
 def render(console: Console, profile: MemberProfile) -> None:
     m = profile.member
-    console.rule(f"[bold]{m.name}[/bold]  {m.member_ref}")
+    console.rule(line((m.name, "bold"), "  ", m.member_ref))
     consent = "yes" if m.marketing_consent else "no"
     console.print(
-        f"Phone {mask_phone(m.phone)} · birthday {'on file' if m.birthday else '-'} · "
-        f"locale {m.locale} · home store {profile.home_store or '-'} · marketing consent {consent}"
+        line(
+            f"Phone {mask_phone(m.phone)} · birthday {'on file' if m.birthday else '-'} · "
+            f"locale {m.locale} · home store {profile.home_store or '-'} · "
+            f"marketing consent {consent}"
+        )
     )
     if profile.tags:
-        console.print("Tags: " + ", ".join(profile.tags))
+        console.print(line("Tags: " + ", ".join(profile.tags)))
     t = profile.tier
     nxt = (
         f"{yuan(t.missing_cents)} more to {t.next_tier.name_en} / {t.next_tier.name_zh}"
@@ -55,8 +85,11 @@ def render(console: Console, profile: MemberProfile) -> None:
         else "top tier"
     )
     console.print(
-        f"Tier [bold]{t.tier.name_en} / {t.tier.name_zh}[/bold] · 12-month spend "
-        f"{yuan(t.spend_cents)} · {nxt}"
+        line(
+            "Tier ",
+            (f"{t.tier.name_en} / {t.tier.name_zh}", "bold"),
+            f" · 12-month spend {yuan(t.spend_cents)} · {nxt}",
+        )
     )
     p = profile.points
     expiry = f", next expiry {p.next_expiry}" if p.next_expiry else ""
@@ -69,7 +102,7 @@ def render(console: Console, profile: MemberProfile) -> None:
         cards = Table("Service", "Left", "Expires", title="Punch cards")
         for status, service in profile.punch_cards:
             cards.add_row(
-                service_name(service, status.card.service_code),
+                plain(service_name(service, status.card.service_code)),
                 f"{status.remaining} of {status.card.total_uses}",
                 str(status.expires_on or "-"),
             )
@@ -78,9 +111,9 @@ def render(console: Console, profile: MemberProfile) -> None:
         vouchers = Table("Code", "Value", "For", "Valid until", title="Valid coupons")
         for coupon, reward in profile.coupons:
             vouchers.add_row(
-                coupon.code,
+                plain(coupon.code),
                 coupon_terms(coupon),
-                f"{reward.name_en} / {reward.name_zh}" if reward else coupon.source,
+                plain(f"{reward.name_en} / {reward.name_zh}" if reward else coupon.source),
                 str(coupon.valid_until),
             )
         console.print(vouchers)
@@ -88,8 +121,8 @@ def render(console: Console, profile: MemberProfile) -> None:
     for car in profile.vehicles:
         name = " ".join(x for x in (car.make, car.model) if x) or "-"
         cars.add_row(
-            car.plate,
-            name,
+            plain(car.plate),
+            plain(name),
             str(car.purchase_date or "-"),
             str(car.insurance_expiry or "-"),
             str(car.inspection_due or "-"),
@@ -107,9 +140,9 @@ def render(console: Console, profile: MemberProfile) -> None:
     for visit, store in profile.visits:
         visits.add_row(
             str(visit.visited_on),
-            store or "-",
+            plain(store or "-"),
             yuan(visit.amount_cents),
-            ", ".join(visit.services) or "-",
+            plain(", ".join(visit.services) or "-"),
             str(visit.mileage_km or "-"),
             "-" if visit.satisfaction is None else str(visit.satisfaction),
         )

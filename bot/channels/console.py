@@ -17,6 +17,7 @@ from rich.markup import escape
 from bot.conversation import BUTTON, COMMAND, CONTACT, TEXT, Chat, Event
 from domain.binding import CONSOLE
 from domain.outgoing import Button, Reply
+from domain.plaintext import inert
 
 QUIT_WORDS = frozenset({"q", "quit", "exit", "退出"})
 # The console's own stand-in for a messenger account id, so a shared contact is "one's own".
@@ -80,16 +81,23 @@ def show(console: Console, replies: Sequence[Reply], *, first: int = 1) -> None:
     """Print replies as a chat would show them, buttons numbered from `first` on."""
     number = first
     for reply in replies:
-        console.print(f"[bold cyan]bot>[/bold cyan] {escape(reply.text)}")
+        console.print(f"[bold cyan]bot>[/bold cyan] {_shown(reply.text)}")
         for row in reply.buttons:
             cells = []
             for button in row:
-                cells.append(f"[bold][{number}][/bold] {escape(button.label)}")
+                cells.append(f"[bold][{number}][/bold] {_shown(button.label)}")
                 number += 1
             console.print("      " + "   ".join(cells))
         if reply.contact_button:
-            console.print(f"      [bold][{number}][/bold] {escape(reply.contact_button)}")
+            console.print(f"      [bold][{number}][/bold] {_shown(reply.contact_button)}")
             number += 1
+
+
+def _shown(text: str) -> str:
+    """Text of the conversation (names, cars and what members typed are in it) as rich
+    markup that prints it as written: brackets escaped, control characters and bidi overrides
+    visible (`domain.plaintext.inert`), never run by the terminal."""
+    return escape(inert(text))
 
 
 async def interact(
@@ -118,5 +126,5 @@ async def script(session: ConsoleSession, console: Console, lines: Sequence[str]
     """Play typed lines one after another, echoing them: the demo's tour when there is no
     terminal to talk in."""
     for line in lines:
-        console.print(f"[bold green]you>[/bold green] {escape(line)}")
+        console.print(f"[bold green]you>[/bold green] {_shown(line)}")
         show(console, await session.send(line))

@@ -25,6 +25,7 @@ from domain.bookings import BookingLine
 from domain.identity import mask_phone, mask_plate
 from memberbot import runtime
 from memberbot.cli.common import DATE, console, run
+from memberbot.staffview import plain
 
 app = typer.Typer(help="Bookings at the stores.", no_args_is_help=True)
 
@@ -50,8 +51,8 @@ def member_cell(line: BookingLine) -> str:
 
 def render_day(console: Console, lines: Sequence[BookingLine], store: Store, day: date) -> None:
     """One table, in time order, with local times and the counts staff plan the day by."""
-    # Names come from people: Text keeps a "[" in them from being read as rich markup.
-    title = Text(f"{store.name} ({store.code}) · {day.isoformat()} {day.strftime('%A')}")
+    # Names come from people: `plain` keeps a "[" or an escape sequence in them inert.
+    title = plain(f"{store.name} ({store.code}) · {day.isoformat()} {day.strftime('%A')}")
     if not lines:
         console.print(title + Text(": no bookings."))
         return
@@ -61,15 +62,15 @@ def render_day(console: Console, lines: Sequence[BookingLine], store: Store, day
         ends = booking.ends_at.astimezone(line.starts_local.tzinfo)
         table.add_row(
             f"{line.starts_local:%H:%M}-{ends:%H:%M}",
-            Text(f"{line.service_name_en} / {line.service_name_zh}"),
-            Text(member_cell(line)),
-            Text(mask_plate(line.vehicle_plate)),
-            Text(booking.status, style=STATUS_STYLES.get(booking.status, "")),
-            line.ref,
+            plain(f"{line.service_name_en} / {line.service_name_zh}"),
+            plain(member_cell(line)),
+            plain(mask_plate(line.vehicle_plate)),
+            plain(booking.status, style=STATUS_STYLES.get(booking.status, "")),
+            plain(line.ref),
         )
     console.print(table)
     active = sum(1 for line in lines if line.booking.status != bookings.CANCELLED)
-    console.print(f"{active} booking(s) · {store.bays} bay(s) · times in {store.timezone}")
+    console.print(plain(f"{active} booking(s) · {store.bays} bay(s) · times in {store.timezone}"))
 
 
 @app.command("day")

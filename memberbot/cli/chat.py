@@ -17,8 +17,8 @@ from bot.channels.console import interact, show
 from domain.errors import NotFound
 from memberbot import consolechat, runtime
 from memberbot import demo as demo_chain
-from memberbot.cli.common import console, err, run
-from memberbot.settings import Settings
+from memberbot.cli.common import clear_errors, console, err, run
+from memberbot.settings import load
 
 
 def chat(
@@ -36,11 +36,12 @@ def chat(
     if phone is None and not demo:
         err.print("Name the member with --phone (phone, plate or member number), or use --demo.")
         raise typer.Exit(2)
-    settings = (
-        Settings(database_url=demo_chain.DEFAULT_DATABASE_URL, shop_config=demo_chain.DEMO_SHOP)
-        if demo
-        else None
-    )
+    with clear_errors():
+        settings = (
+            load(database_url=demo_chain.DEFAULT_DATABASE_URL, shop_config=demo_chain.DEMO_SHOP)
+            if demo
+            else None
+        )
 
     async def work(rt: runtime.Runtime) -> None:
         if phone is not None:

@@ -14,12 +14,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import typer
 from rich.console import Console
 
 from domain.errors import ConfigError, DomainError
+from domain.plaintext import inert
 from memberbot import runtime
 from memberbot.settings import Settings
 
@@ -47,17 +48,18 @@ def run(work: Callable[[runtime.Runtime], Awaitable[T]], settings: Settings | No
 
 @contextmanager
 def clear_errors(*refusals: type[Exception]) -> Iterator[None]:
-    """A configuration problem exits 2 with every (file, key, reason); a refused request exits
-    1 with its message. Never a stack trace for what the user can fix."""
+    """A configuration problem (the shop's YAML or the settings) exits 2 with every (file,
+    key, reason); a refused request exits 1 with its message. Never a stack trace for what the
+    user can fix."""
     try:
         yield
     except ConfigError as exc:
         err.print("The configuration has problems:", style="red")
         for file, key, reason in exc.problems:
-            err.print(f"  {file}: {key}: {reason}", markup=False)
+            err.print(inert(f"  {file}: {key}: {reason}"), markup=False)
         raise typer.Exit(2) from exc
     except (DomainError, *refusals) as exc:
-        err.print(str(exc), style="red", markup=False)
+        err.print(inert(str(exc)), style="red", markup=False)
         raise typer.Exit(1) from exc
 
 
@@ -67,10 +69,15 @@ class DayOption:
 
     The option takes text and the command reads it with `parse` or `or_today` where it always
     has, so a bad day is reported at the same moment as before: a usage error (exit 2) naming
-    the flag, `'next tuesday' is not a date like 2026-03-05`.
+    the flag, `'next tuesday' is not a date like 2026-03-05`. A day outside FIRST_DAY..LAST_DAY
+    is refused the same way: the commands count months and years back and days ahead from it,
+    which near the calendar's ends (0001-01-01, 9999-12-31) leaves Python's dates.
     """
 
     flag: str
+
+    FIRST_DAY: ClassVar[date] = date(1900, 1, 1)
+    LAST_DAY: ClassVar[date] = date(2999, 12, 31)
 
     def option(self, help: str) -> Any:
         """The Typer option for an `Annotated[str, …]` or `Annotated[str | None, …]`
@@ -79,10 +86,14 @@ class DayOption:
 
     def parse(self, text: str) -> date:
         try:
-            return date.fromisoformat(text)
+            day = date.fromisoformat(text)
         except ValueError as exc:
             message = f"{text!r} is not a date like 2026-03-05"
             raise typer.BadParameter(message, param_hint=self.flag) from exc
+        if not self.FIRST_DAY <= day <= self.LAST_DAY:
+            message = f"{day} is not between {self.FIRST_DAY} and {self.LAST_DAY}"
+            raise typer.BadParameter(message, param_hint=self.flag)
+        return day
 
     def or_today(self, rt: runtime.Runtime, text: str | None) -> date:
         """The day given, else today in the chain's time zone."""

@@ -17,24 +17,26 @@ from domain import feedback
 from domain.identity import mask_phone
 from memberbot import runtime
 from memberbot.cli.common import console, run
+from memberbot.staffview import plain
 from scheduler import notices
 
 app = typer.Typer(help="Member complaints: read and answer.", no_args_is_help=True)
 
 
 def complaints_table(rows: list[feedback.OpenComplaint]) -> Table:
-    """The open complaints, oldest first, each with who filed it (ref, masked phone)."""
+    """The open complaints, oldest first, each with who filed it (ref, masked phone). What
+    members wrote is printed `plain`: never markup, never a terminal's escape sequence."""
     table = Table("Id", "Filed (UTC)", "Member", "Phone", "Store", "Via", "Complaint")
     for row in rows:
         complaint = row.complaint
         table.add_row(
             str(complaint.id),
             complaint.created_at.strftime("%Y-%m-%d %H:%M"),
-            row.member_ref,
+            plain(row.member_ref),
             mask_phone(row.phone),
-            row.home_store_code or "-",
+            plain(row.home_store_code or "-"),
             complaint.channel,
-            complaint.body,
+            plain(complaint.body),
         )
     return table
 

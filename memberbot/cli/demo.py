@@ -18,7 +18,8 @@ from bot.channels.console import interact, script
 from memberbot import consolechat, runtime
 from memberbot import demo as demo_chain
 from memberbot.cli.common import clear_errors, console, run
-from memberbot.settings import Settings
+from memberbot.settings import load
+from memberbot.staffview import line
 
 
 def demo(
@@ -59,7 +60,8 @@ def demo(
 
 def _demo_chat(database_url: str, member_ref: str | None) -> None:
     """End the demo in the member's chat: a live console in a terminal, else a scripted tour."""
-    settings = Settings(database_url=database_url, shop_config=demo_chain.DEMO_SHOP)
+    with clear_errors():
+        settings = load(database_url=database_url, shop_config=demo_chain.DEMO_SHOP)
     live = sys.stdin.isatty() and sys.stdout.isatty()
 
     async def work(rt: runtime.Runtime) -> None:
@@ -67,7 +69,7 @@ def _demo_chat(database_url: str, member_ref: str | None) -> None:
         if member is None:
             return
         session = await consolechat.open_session(rt, member, actor="demo")
-        console.rule(f"[bold]The member's chat[/bold] ({member.member_ref}, as on Telegram)")
+        console.rule(line(("The member's chat", "bold"), f" ({member.member_ref}, as on Telegram)"))
         if live:
             console.print("Type a number to press a button, words like 积分 or 预约, q to quit.")
             await interact(session, console, console.input)

@@ -15,7 +15,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -29,6 +28,7 @@ from domain import csvimport
 from domain.csvimport import ImportResult
 from memberbot import runtime
 from memberbot.cli.common import console, run
+from memberbot.staffview import plain
 
 SHOWN_ERRORS = 50
 ENCODINGS = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "gb18030": "GBK", "utf-16": "UTF-16"}
@@ -48,7 +48,7 @@ def progress_bar(console: Console, path: Path) -> Iterator[Callable[[int], None]
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(escape(path.name), total=path.stat().st_size)
+        task = bar.add_task(plain(path.name).markup, total=path.stat().st_size)
         yield lambda done: bar.update(task, completed=done)
 
 
@@ -69,7 +69,7 @@ def render(console: Console, result: ImportResult) -> None:
         )
     if r.ignored_columns:
         names = ", ".join(r.ignored_columns)
-        console.print(f"Ignored columns: {names}", markup=False, highlight=False)
+        console.print(plain(f"Ignored columns: {names}"), highlight=False)
     if r.error_count:
         console.print(
             f"[red]Nothing was written: {r.error_count:,} bad row(s).[/red] "
@@ -78,7 +78,7 @@ def render(console: Console, result: ImportResult) -> None:
         )
         for error in r.errors[:SHOWN_ERRORS]:
             line = f"  line {error.line}: {error.reason}"
-            console.print(line, markup=False, highlight=False, soft_wrap=True)
+            console.print(plain(line), highlight=False, soft_wrap=True)
         if r.error_count > SHOWN_ERRORS:
             console.print(f"  … and {r.error_count - SHOWN_ERRORS:,} more.", highlight=False)
     elif r.dry_run:

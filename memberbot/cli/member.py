@@ -22,9 +22,11 @@ import typer
 
 from db.types import utcnow
 from domain import binding, members, privacy, profiles
+from domain.errors import InvalidInput
 from memberbot import runtime, staffview
 from memberbot.cli.common import MemberQuery, clear_errors, console, err, run
 from memberbot.settings import get_settings
+from memberbot.staffview import line
 
 if TYPE_CHECKING:
     from bot.channels import wechat_admin
@@ -58,7 +60,7 @@ def consent(
         async with rt.db.transaction() as session:
             member = await members.find(session, query, rt.settings.default_region)
             await privacy.set_consent(session, member.id, answer, source=source, actor=actor)
-        console.print(f"{member.member_ref}: marketing consent {'yes' if answer else 'no'}.")
+        console.print(line(f"{member.member_ref}: marketing consent {'yes' if answer else 'no'}."))
 
     run(work)
 
@@ -75,11 +77,22 @@ def export(
         async with rt.db.transaction() as session:
             member = await members.find(session, query, rt.settings.default_region)
             data = await privacy.export(session, member.id, actor=actor)
-        output.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+            # Written inside the transaction: a copy that could not be written rolls back
+            # the audit entry that says it was taken.
+            write_json(output, data)
         return member.member_ref
 
     ref = run(work)
-    console.print(f"{ref}: personal data written to {output}.")
+    console.print(line(f"{ref}: personal data written to {output}."))
+
+
+def write_json(output: Path, data: object) -> None:
+    """The export as UTF-8 JSON; a path that cannot be written is a refusal (exit 1) naming
+    it, not a traceback."""
+    try:
+        output.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
 @app.command("erase")
@@ -100,7 +113,7 @@ def erase(
             await privacy.erase(session, member.id, actor=actor, reason=reason)
         return member.member_ref
 
-    console.print(f"{run(work)}: personal data erased.")
+    console.print(line(f"{run(work)}: personal data erased."))
 
 
 @app.command("invite")
@@ -135,9 +148,11 @@ def invite(
 
     invited = run(work)
     ref, code, username = invited.ref, invited.code, invited.username
-    console.print(f"{ref}: invite code [bold]{code}[/bold], valid for {hours} h, single use.")
+    console.print(
+        line(f"{ref}: invite code ", (code, "bold"), f", valid for {hours} h, single use.")
+    )
     if username:
-        console.print(f"Telegram link: https://t.me/{username.lstrip('@')}?start={code}")
+        console.print(line(f"Telegram link: https://t.me/{username.lstrip('@')}?start={code}"))
     else:
         console.print(
             "Set MEMBERBOT_TELEGRAM_BOT_USERNAME to print the Telegram link; the member can "

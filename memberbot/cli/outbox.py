@@ -13,6 +13,7 @@ from rich.table import Table
 
 from memberbot import runtime
 from memberbot.cli.common import console, run
+from memberbot.staffview import plain
 from scheduler import outbox
 from scheduler.outbox import OutboxCount, OutboxReason
 
@@ -27,7 +28,9 @@ def counts_table(counts: list[OutboxCount]) -> Table:
     table.add_column("Channel")
     table.add_column("Messages", justify="right")
     for count in counts:
-        table.add_row(count.status, count.rule, count.channel or "-", f"{count.count:,}")
+        table.add_row(
+            count.status, plain(count.rule), plain(count.channel or "-"), f"{count.count:,}"
+        )
     return table
 
 
@@ -42,9 +45,9 @@ def reasons_table(reasons: list[OutboxReason]) -> Table:
     for reason in reasons:
         table.add_row(
             reason.status,
-            reason.reason or "-",
-            reason.rule,
-            reason.channel or "-",
+            plain(reason.reason or "-"),
+            plain(reason.rule),
+            plain(reason.channel or "-"),
             f"{reason.count:,}",
         )
     return table

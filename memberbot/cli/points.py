@@ -14,6 +14,7 @@ import typer
 from domain import members, points
 from memberbot import runtime
 from memberbot.cli.common import DATE, BusinessDay, MemberQuery, console, run
+from memberbot.staffview import line
 
 app = typer.Typer(help="Points ledger operations.", no_args_is_help=True)
 
@@ -36,7 +37,7 @@ def adjust(
                 session, member.id, delta, today, rt.config.loyalty, reason=reason, actor=actor
             )
             new_balance = await points.balance(session, member.id)
-        console.print(f"{member.member_ref}: {delta:+d} points, balance now {new_balance}.")
+        console.print(line(f"{member.member_ref}: {delta:+d} points, balance now {new_balance}."))
 
     run(work)
 

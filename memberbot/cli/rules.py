@@ -18,6 +18,7 @@ from rich.table import Table
 from domain.identity import mask_plate
 from memberbot import runtime
 from memberbot.cli.common import DATE, console, run
+from memberbot.staffview import plain
 from scheduler import rules
 from scheduler.ruleconfig import Rule, load_rules
 
@@ -49,12 +50,13 @@ def render_preview(console: Console, messages: list[rules.Planned], as_of: date)
             "already queued" if planned.queued else f"due {planned.not_before:%Y-%m-%d %H:%M} UTC"
         )
         console.rule(
-            f"{planned.rule} · {planned.member_ref} · {planned.locale} · {state}", style="dim"
+            plain(f"{planned.rule} · {planned.member_ref} · {planned.locale} · {state}"),
+            style="dim",
         )
         if planned.error:
-            console.print(f"not renderable: {planned.error}", style="red", markup=False)
+            console.print(plain(f"not renderable: {planned.error}", style="red"))
         else:
-            console.print(_masked(planned.body, planned), markup=False)
+            console.print(plain(_masked(planned.body, planned)))
     new = sum(1 for p in messages if not p.queued and not p.error)
     console.print(
         f"{len(messages)} message(s) for {as_of}: {new} would be queued; nothing written."
@@ -68,7 +70,7 @@ def summary_table(summary: rules.RunSummary, as_of: date) -> Table:
     )
     for part in [*summary.rules, summary.total()]:
         table.add_row(
-            part.rule,
+            plain(part.rule),
             f"{part.selected:,}",
             f"{part.enqueued:,}",
             f"{part.already:,}",

@@ -3,8 +3,9 @@
 The file names members by `member_ref` only: no name, phone or plate, so it can be handed to
 whoever plans a campaign. Amounts are in yuan with two decimals (the form the import reads);
 segment, stickiness and lifecycle are the stable keys rules use; the churn reasons are words in
-the chosen language, separated by `;`. The file is UTF-8 with a byte-order mark, so Excel on a
-Chinese Windows opens it without garbling the reasons.
+the chosen language, separated by `;`. A text cell a spreadsheet would run as a formula
+(`=HYPERLINK(…)` as a member ref) is written behind a `'`. The file is UTF-8 with a byte-order
+mark, so Excel on a Chinese Windows opens it without garbling the reasons.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Annotated
 import typer
 
 from domain import churn, scores
+from domain.csvwrite import safe_row
 from domain.errors import InvalidInput
 from memberbot import runtime
 from memberbot.cli.common import AS_OF, console, run
+from memberbot.staffview import plain
 
 app = typer.Typer(help="Member segments and churn risk.", no_args_is_help=True)
 
@@ -43,31 +46,38 @@ class Locale(StrEnum):
 
 
 def csv_row(row: scores.ScoreRow, locale: str) -> list[str]:
-    """One member's line, in the order of COLUMNS."""
+    """One member's line, in the order of COLUMNS; a ref or a reason a spreadsheet would run as
+    a formula is escaped (`domain.csvwrite`)."""
     cents = row.monetary_cents
-    return [
-        row.member_ref,
-        "" if row.recency_days is None else str(row.recency_days),
-        str(row.frequency),
-        f"{cents // 100}.{cents % 100:02d}",
-        row.rfm_score,
-        row.rfm_segment,
-        row.stickiness,
-        row.lifecycle_stage,
-        f"{row.churn_risk:.{scores.RISK_DECIMALS}f}",
-        ";".join(churn.reason_text(code, locale) for code in row.reasons),
-    ]
+    return safe_row(
+        [
+            row.member_ref,
+            "" if row.recency_days is None else str(row.recency_days),
+            str(row.frequency),
+            f"{cents // 100}.{cents % 100:02d}",
+            row.rfm_score,
+            row.rfm_segment,
+            row.stickiness,
+            row.lifecycle_stage,
+            f"{row.churn_risk:.{scores.RISK_DECIMALS}f}",
+            ";".join(churn.reason_text(code, locale) for code in row.reasons),
+        ]
+    )
 
 
 def write_csv(score_set: scores.ScoreSet, output: Path, locale: str) -> int:
-    """Write the header and one row per member; the number of members written."""
+    """Write the header and one row per member; the number of members written. A path that
+    cannot be written is a refusal (exit 1) naming it, not a traceback."""
     count = 0
-    with output.open("w", encoding="utf-8-sig", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in score_set:
-            writer.writerow(csv_row(row, locale))
-            count += 1
+    try:
+        with output.open("w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for row in score_set:
+                writer.writerow(csv_row(row, locale))
+                count += 1
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}") from exc
     return count
 
 
@@ -90,7 +100,7 @@ def export(
         return write_csv(score_set, output, locale.value), score_set.model.note
 
     count, note = run(work)
-    console.print(f"{count:,} member(s) as of {day} written to {output}.", markup=False)
+    console.print(plain(f"{count:,} member(s) as of {day} written to {output}."))
     console.print(f"Churn risk: {note}.", markup=False)
 
 

@@ -16,19 +16,21 @@ from db.models import Staff
 from domain import staff
 from memberbot import runtime
 from memberbot.cli.common import console, run
+from memberbot.staffview import line, plain
 
 app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 
 
 def roster_table(roster: Iterable[tuple[Staff, str | None]]) -> Table:
-    """One row per account with its store code (none: chain-wide)."""
+    """One row per account with its store code (none: chain-wide); names `plain`, so one odd
+    name cannot break the list for everyone after it."""
     table = Table("Id", "Name", "Role", "Store", "Telegram", "Active")
     for person, code in roster:
         table.add_row(
             str(person.id),
-            person.name,
+            plain(person.name),
             person.role,
-            code or "chain-wide",
+            plain(code or "chain-wide"),
             str(person.telegram_user_id or "-"),
             "yes" if person.active else "no",
         )
@@ -57,7 +59,10 @@ def add(
             )
         return int(person.id or 0)
 
-    console.print(f"Staff account {run(work)} created: {name}, {role}, {store or 'chain-wide'}.")
+    created = run(work)
+    console.print(
+        line(f"Staff account {created} created: {name}, {role}, {store or 'chain-wide'}.")
+    )
 
 
 @app.command("list")

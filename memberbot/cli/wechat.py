@@ -14,12 +14,14 @@ import json
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 from rich.tree import Tree
 
 from domain.shop import WeChatMenuButton, WeChatMenuItem, config_source, load_shop_config
 from memberbot import runtime
 from memberbot.cli.common import clear_errors, console, run
 from memberbot.settings import get_settings
+from memberbot.staffview import plain
 
 app = typer.Typer(help="Set up the WeChat Official Account.", no_args_is_help=True)
 
@@ -62,7 +64,7 @@ def menu(
 
 
 def _tree(menu: list[WeChatMenuButton]) -> Tree:
-    tree = Tree("WeChat menu")
+    tree = Tree(Text("WeChat menu"))
     for entry in menu:
         branch = tree.add(_label(entry))
         for sub in entry.sub_buttons or ():
@@ -70,9 +72,9 @@ def _tree(menu: list[WeChatMenuButton]) -> Tree:
     return tree
 
 
-def _label(item: WeChatMenuItem) -> str:
+def _label(item: WeChatMenuItem) -> Text:
     if item.key is not None:
-        return f"{item.name} → click {item.key}"
+        return plain(f"{item.name} → click {item.key}")
     if item.url is not None:
-        return f"{item.name} → page {item.url}"
-    return item.name
+        return plain(f"{item.name} → page {item.url}")
+    return plain(item.name)

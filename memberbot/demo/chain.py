@@ -9,6 +9,7 @@ any database that holds members or stores it did not create.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,12 +26,13 @@ from sqlalchemy.engine import make_url
 from db.models import Member, Store
 from db.session import Database, create_engine
 from domain import csvimport, scores
+from domain.errors import InvalidInput
 from domain.shop import ShopConfig, load_shop_config
 from memberbot import runtime
 from memberbot.demo import activity
 from memberbot.demo.generator import KINDS, MEMBER_PREFIX, Kind, generate, write_csv
 from memberbot.demo.summary import DemoSummary, summarize
-from memberbot.settings import Settings
+from memberbot.settings import load
 from scheduler import rules
 from scheduler.ruleconfig import load_rules
 from scheduler.rules import RunSummary
@@ -125,12 +127,24 @@ async def prepare_database(url: str, fresh: bool, demo_stores: set[str]) -> None
         leftover.unlink(missing_ok=True)
 
 
+def export_folder(export: Path) -> Path:
+    """The `--export` folder, made if need be and checked before the demo database is touched;
+    one that cannot be made or written is a refusal (exit 1) naming it."""
+    try:
+        export.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise InvalidInput(f"cannot write the CSV files to {export}: {reason}") from exc
+    if not os.access(export, os.W_OK):
+        raise InvalidInput(f"cannot write the CSV files to {export}: permission denied")
+    return export
+
+
 @contextmanager
 def csv_folder(export: Path | None) -> Iterator[Path]:
     """The folder the CSV files are written to: kept when the user asked for them."""
     if export is not None:
-        export.mkdir(parents=True, exist_ok=True)
-        yield export
+        yield export_folder(export)
         return
     with tempfile.TemporaryDirectory(prefix="memberbot-demo-") as folder:
         yield Path(folder)
@@ -197,8 +211,10 @@ async def build(options: DemoOptions, console: Console | None = None) -> DemoSum
     clock = time.perf_counter()
     timings: dict[str, float] = {}
     config = load_shop_config(DEMO_SHOP)
+    if options.export is not None:
+        export_folder(options.export)
     await prepare_database(options.database_url, options.fresh, {s.code for s in config.stores})
-    rt = await runtime.start(Settings(database_url=options.database_url, shop_config=DEMO_SHOP))
+    rt = await runtime.start(load(database_url=options.database_url, shop_config=DEMO_SHOP))
     try:
         today = options.today or rt.today()
         kept = not options.fresh and await demo_members(rt.db) > 0

@@ -18,6 +18,7 @@ from typing import Literal, TypeVar
 
 from domain.csvcells import parse_amount
 from domain.csvparse import KINDS, Kind
+from domain.csvwrite import safe_row
 from domain.points import add_months
 from domain.shop import WEEKDAYS, ShopConfig, StoreConfig, to_cents
 from memberbot.demo.identities import (
@@ -616,7 +617,8 @@ def generate(config: ShopConfig, *, members: int, seed: int, today: date) -> Dem
 
 
 def write_csv(data: DemoData, folder: Path) -> dict[Kind, Path]:
-    """members.csv, vehicles.csv and visits.csv in UTF-8, the shape `memberbot import` reads."""
+    """members.csv, vehicles.csv and visits.csv in UTF-8, the shape `memberbot import` reads,
+    safe to open in a spreadsheet (`domain.csvwrite`: "+86 138…" would be a formula)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths: dict[Kind, Path] = {}
     for kind in KINDS:
@@ -624,6 +626,8 @@ def write_csv(data: DemoData, folder: Path) -> dict[Kind, Path]:
         with path.open("w", encoding="utf-8", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=COLUMNS[kind], lineterminator="\n")
             writer.writeheader()
-            writer.writerows(data.rows(kind))
+            writer.writerows(
+                dict(zip(row, safe_row(row.values()), strict=True)) for row in data.rows(kind)
+            )
         paths[kind] = path
     return paths

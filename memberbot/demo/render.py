@@ -10,6 +10,8 @@ from domain.reports import ACTIVE_DAYS, LOST_DAYS
 from memberbot import staffview
 from memberbot.demo.chain import DEMO_SHOP, shown_url
 from memberbot.demo.summary import DemoSummary, Due
+from memberbot.staffview import line as plain_line
+from memberbot.staffview import plain
 
 ACTIVITY = (
     ("active", "Active", f"a visit in the last {ACTIVE_DAYS} days"),
@@ -26,7 +28,12 @@ def _share(part: int, whole: int) -> str:
 def _due_table(title: str, lines: list[Due], count: int, columns: tuple[str, str]) -> Table:
     table = Table("Date", "Member", "Name", *columns, title=title, title_justify="left")
     for line in lines:
-        table.add_row(str(line.day or "-"), line.member_ref, line.name, *line.details)
+        table.add_row(
+            str(line.day or "-"),
+            plain(line.member_ref),
+            plain(line.name),
+            *(plain(detail) for detail in line.details),
+        )
     if count > len(lines):
         table.add_row("…", f"{count - len(lines)} more", "", "", "")
     return table
@@ -63,7 +70,7 @@ def try_next(summary: DemoSummary) -> list[str]:
 
 
 def _render_chain(console: Console, summary: DemoSummary) -> None:
-    console.rule(f"[bold]Demo chain[/bold] · {summary.chain} · today {summary.today}")
+    console.rule(plain_line(("Demo chain", "bold"), f" · {summary.chain} · today {summary.today}"))
     stores = Table(
         "Code",
         "Store",
@@ -76,8 +83,8 @@ def _render_chain(console: Console, summary: DemoSummary) -> None:
     )
     for s in summary.stores:
         stores.add_row(
-            s.code,
-            s.name,
+            plain(s.code),
+            plain(s.name),
             str(s.bays),
             f"{s.members:,}",
             f"{s.visits_12m:,}",
@@ -110,7 +117,7 @@ def _render_chain(console: Console, summary: DemoSummary) -> None:
     for result in summary.imports:
         for error in result.errors[:3]:
             text = f"  {result.kind}.csv line {error.line}: {error.reason}"
-            console.print(text, style="red", markup=False)
+            console.print(plain(text, style="red"))
 
 
 def _render_members(console: Console, summary: DemoSummary) -> None:
@@ -124,7 +131,7 @@ def _render_members(console: Console, summary: DemoSummary) -> None:
     )
     tiers_table = Table("Tier", "Members", "Share", title="Tiers", title_justify="left")
     for label, count in summary.tiers:
-        tiers_table.add_row(label, f"{count:,}", _share(count, summary.members))
+        tiers_table.add_row(plain(label), f"{count:,}", _share(count, summary.members))
     activity = Table(
         "Activity", "Members", "Share", "Meaning", title="Activity", title_justify="left"
     )
@@ -194,7 +201,8 @@ def _render_lifecycle(console: Console, summary: DemoSummary) -> None:
     table = Table("Rule", "Queued", "Coupons", title="Queued in the outbox, to be sent by serve")
     for part in run.rules:
         if part.enqueued or part.already:
-            table.add_row(part.rule, f"{part.enqueued + part.already:,}", f"{part.coupons:,}")
+            queued = f"{part.enqueued + part.already:,}"
+            table.add_row(plain(part.rule), queued, f"{part.coupons:,}")
     total = run.total()
     table.add_row("[bold]all[/bold]", f"[bold]{total.enqueued + total.already:,}[/bold]", "")
     console.print(table)
