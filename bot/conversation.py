@@ -7,6 +7,9 @@ routes the event to a flow in `bot/flows/`:
 
 * a command (`/points`) or free text that names an intent (积分, "book") runs that intent;
 * a button runs the flow action its data names (`booking:day:2026-12-01`);
+* a chat bound to a staff account (`domain.staffchats`) acting as staff reaches the staff
+  flows (`Flow.staff`) and the public ones; member flows need the chat to act as the member
+  (`/member`; `/staff` goes back), and staff flows need a staff chat acting as staff;
 * the person joining or leaving the chat (WeChat's subscribe and unsubscribe) runs the
   `joined` or `left` intent, which no button or word can name;
 * free text while a flow waits for words (a complaint, an invite code) goes to that flow;
@@ -32,10 +35,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import intents
-from db.models import Member
+from db.models import Member, Staff
 from db.session import Database
 from db.types import utcnow
-from domain import binding
+from domain import binding, staffchats
 from domain.binding import FlowState
 from domain.errors import DomainError
 from domain.locales import DEFAULT_LOCALE, LOCALES, resolve_locale
@@ -105,7 +108,8 @@ class Flow:
 
     `intents` are what commands and keywords name (`points`, `book`); `actions` answer button
     data `<name>:<action>:<args…>`; `on_text` takes free text while the chat's saved state
-    belongs to this flow. `public` flows also serve chats not yet bound to a member.
+    belongs to this flow. `public` flows also serve chats not yet bound to a member; `staff`
+    flows serve only a staff chat acting as staff (the domain authorises each action again).
     """
 
     name: str
@@ -113,6 +117,7 @@ class Flow:
     actions: Mapping[str, Handler] = field(default_factory=dict)
     on_text: Handler | None = None
     public: bool = False
+    staff: bool = False
 
 
 @dataclass
@@ -127,6 +132,8 @@ class Turn:
     state: FlowState | None
     locale: str
     now: datetime
+    staff: Staff | None = None  # the active staff account this chat speaks for
+    acting_as_member: bool = False  # a chat of both a staff account and a member, as which
     _session: AsyncSession | None = None
     _wrote: bool = False
 
@@ -139,6 +146,11 @@ class Turn:
         if self.member is None or self.member.id is None:
             raise Stale("no member bound to this chat")
         return self.member.id
+
+    @property
+    def as_staff(self) -> bool:
+        """Whether the chat acts as its staff account now (a staff-only chat always does)."""
+        return self.staff is not None and (self.member is None or not self.acting_as_member)
 
     @property
     def actor(self) -> str:
@@ -196,7 +208,16 @@ class Turn:
 
     def menu(self) -> list[list[Button]]:
         """The main menu, two buttons a row: every member feature is one tap away."""
-        names = intents.MENU if self.member is not None else intents.UNBOUND_MENU
+        if self.as_staff:
+            names = tuple(
+                name
+                for name in intents.STAFF_MENU
+                if name != "member_mode" or self.member is not None
+            )
+        elif self.member is not None:
+            names = intents.MENU
+        else:
+            names = intents.UNBOUND_MENU
         buttons = [self.button(name) for name in names]
         return [buttons[i : i + 2] for i in range(0, len(buttons), 2)]
 
@@ -317,13 +338,24 @@ class Chat:
     async def _turn(self, session: AsyncSession, event: Event) -> Turn:
         now = self.clock()
         member, state = await binding.chat_context(session, event.channel, event.address, now)
+        desk = await staffchats.staff_for(session, event.channel, event.address)
         if member is not None:
             locale = resolve_locale(member.locale)
         elif state is not None and state.data.get("locale") in LOCALES:
             locale = state.data["locale"]
         else:
             locale = _client_locale(event.language, self.default_locale)
-        return Turn(self, event, member, state, locale, now, _session=session)
+        return Turn(
+            self,
+            event,
+            member,
+            state,
+            locale,
+            now,
+            staff=desk.staff if desk else None,
+            acting_as_member=desk.as_member if desk else False,
+            _session=session,
+        )
 
     async def _route(self, turn: Turn) -> list[Reply]:
         event = turn.event
@@ -343,12 +375,12 @@ class Chat:
 
     async def _text(self, turn: Turn, text: str) -> list[Reply]:
         flow = self.flows.get(turn.state.flow) if turn.state is not None else None
-        if flow is not None and flow.on_text is not None and (flow.public or turn.member):
+        if flow is not None and flow.on_text is not None and self._may_run(turn, flow):
             return await flow.on_text(turn, [text])
         name = intents.text_intent(text)
         if name is not None:
             return await self._run_intent(turn, name, [])
-        if turn.member is None:
+        if turn.member is None and not turn.as_staff:
             return await self._run_intent(turn, "code", [text])
         return [turn.say("menu", turn.menu(), unknown=bool(text))]
 
@@ -357,8 +389,8 @@ class Chat:
         if found is None:
             return [turn.say("menu", turn.menu(), unknown=True)]
         flow, handler = found
-        if turn.member is None and not flow.public:
-            return await self._run_intent(turn, "how_to_bind", [])
+        if not self._may_run(turn, flow):
+            return await self._elsewhere(turn, flow)
         return await handler(turn, args)
 
     async def _button(self, turn: Turn, data: str) -> list[Reply]:
@@ -373,9 +405,43 @@ class Chat:
         handler = flow.actions.get(action) if flow is not None else None
         if flow is None or handler is None:
             raise Stale("no such button")
-        if turn.member is None and not flow.public:
-            return await self._run_intent(turn, "how_to_bind", [])
+        if not self._may_run(turn, flow):
+            return await self._elsewhere(turn, flow)
         return await handler(turn, args)
+
+    @staticmethod
+    def _may_run(turn: Turn, flow: Flow) -> bool:
+        """Public flows serve everyone; staff flows a chat acting as staff; member flows a
+        chat acting as its member."""
+        if flow.public:
+            return True
+        if flow.staff:
+            return turn.as_staff
+        return turn.member is not None and not turn.as_staff
+
+    async def _elsewhere(self, turn: Turn, flow: Flow) -> list[Reply]:
+        """What a chat gets for a flow it may not run in its present role: the way to bind,
+        or its own menu with a word on how to switch."""
+        if turn.as_staff:
+            return [turn.say("staff_member_only", turn.menu(), member=turn.member is not None)]
+        if flow.staff:
+            await self._refused_staff(turn, flow)
+        if turn.member is None:
+            return await self._run_intent(turn, "how_to_bind", [])
+        return [turn.say("staff_only", turn.menu(), staff=turn.staff is not None)]
+
+    @staticmethod
+    async def _refused_staff(turn: Turn, flow: Flow) -> None:
+        """A staff flow asked for from a chat that is not acting as staff: audited, in a unit
+        of work of its own (the chat's reply is the refusal, nothing is rolled back)."""
+        async with turn.write() as session:
+            await staffchats.refused(
+                session,
+                turn.event.channel,
+                flow=flow.name,
+                member_id=turn.member.id if turn.member is not None else None,
+                staff_id=turn.staff.id if turn.staff is not None else None,
+            )
 
 
 def typed_plainly(event: Event) -> Event:

@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "stop": "stop",
     "unbind": "unbind",
     "cancel": "cancel",
+    "staff": "staff",
+    "member": "member_mode",
 }
 
 # Free text, matched after normalisation (case, width, spaces and punctuation ignored). Longer
@@ -127,6 +129,8 @@ MENU = (
     "help",
 )
 UNBOUND_MENU = ("how_to_bind", "language", "help")
+# A staff chat acting as staff; `member_mode` only where the chat speaks for a member too.
+STAFF_MENU = ("staff_bookings", "staff_complaints", "member_mode", "help")
 
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 _COMMAND = re.compile(r"[a-z_]{1,32}")

@@ -459,6 +459,37 @@ class InviteCode(SQLModel, table=True):
     created_by: str = Field(max_length=64)
 
 
+class StaffInvite(SQLModel, table=True):
+    """A one-time code that binds a chat to a staff account (domain.staffchats). Longer than a
+    member's (10 characters): a staff chat can do more. Only its hash is stored."""
+
+    __tablename__ = "staff_invite"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code_hash: str = Field(max_length=64, unique=True)
+    staff_id: int = Field(foreign_key="staff.id", index=True)
+    created_at: datetime = _created()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    created_by: str = Field(max_length=64)
+
+
+class StaffChat(SQLModel, table=True):
+    """A chat that speaks for a staff account. A chat may also speak for a member (the person
+    is a car owner too); `as_member` says which of the two it is acting as now."""
+
+    __tablename__ = "staff_chat"
+    __table_args__ = (UniqueConstraint("channel", "address"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff.id", index=True)
+    channel: str = Field(max_length=16)
+    address: str = Field(max_length=64)
+    active: bool = Field(default=True)
+    as_member: bool = Field(default=False)
+    bound_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 class BindAttempt(SQLModel, table=True):
     """Failed binding guesses of one chat in its current fixed window: one small row per chat,
     so a brute-forcing chat cannot grow the table (see domain.binding)."""

@@ -158,13 +158,18 @@ async def _unused_code(session: AsyncSession) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
-class _Attempts:
+class Attempts:
+    """A chat's failed code guesses in its current window (`check_attempts`)."""
+
     window_start: datetime
     failures: int
 
 
-async def _guard(session: AsyncSession, channel: str, address: str, now: datetime) -> _Attempts:
-    """Refuse a chat that has used up its failures in the current window.
+async def check_attempts(
+    session: AsyncSession, channel: str, address: str, now: datetime
+) -> Attempts:
+    """Refuse a chat that has used up its failures in the current window (every code a chat
+    types, a member's invite or a staff account's, counts against the same limit).
 
     The chat's counter row is created if missing and locked (PostgreSQL; SQLite's write
     transaction already serializes), so two guesses racing from one chat cannot both slip
@@ -182,19 +187,19 @@ async def _guard(session: AsyncSession, channel: str, address: str, now: datetim
             .with_for_update()
         )
     ).one()
-    attempts = _Attempts(window_start=row.window_start, failures=row.failures)
+    attempts = Attempts(window_start=row.window_start, failures=row.failures)
     window_end = attempts.window_start + FAILURE_WINDOW
     if now < window_end and attempts.failures >= MAX_FAILURES:
         raise TooManyAttempts("too many wrong codes from this chat", retry_at=window_end)
     return attempts
 
 
-async def _refuse(
+async def refuse_code(
     session: AsyncSession,
     channel: str,
     address: str,
     now: datetime,
-    attempts: _Attempts,
+    attempts: Attempts,
     reason: str,
 ) -> NoReturn:
     """Count the failure, commit it so the caller's rollback keeps it, and say why."""
@@ -223,7 +228,7 @@ async def redeem_invite(
     """
     _check_chat(channel, address)
     _check_now(now)
-    attempts = await _guard(session, channel, address, now)
+    attempts = await check_attempts(session, channel, address, now)
     normalized = normalize_code(code)
     invite = (
         await session.scalar(
@@ -233,14 +238,14 @@ async def redeem_invite(
         else None
     )
     if invite is None:
-        await _refuse(session, channel, address, now, attempts, "unknown")
+        await refuse_code(session, channel, address, now, attempts, "unknown")
     if invite.used_at is not None:
-        await _refuse(session, channel, address, now, attempts, "used")
+        await refuse_code(session, channel, address, now, attempts, "used")
     if invite.expires_at <= now:
-        await _refuse(session, channel, address, now, attempts, "expired")
+        await refuse_code(session, channel, address, now, attempts, "expired")
     member = await session.get(Member, invite.member_id)
     if member is None or member.erased_at is not None:
-        await _refuse(session, channel, address, now, attempts, "unknown")
+        await refuse_code(session, channel, address, now, attempts, "unknown")
     claimed = await session.execute(
         update(InviteCode)
         .where(
@@ -252,7 +257,7 @@ async def redeem_invite(
         .execution_options(synchronize_session=False)
     )
     if claimed.rowcount != 1:
-        await _refuse(session, channel, address, now, attempts, "used")
+        await refuse_code(session, channel, address, now, attempts, "used")
     return await _bind(
         session, channel, address, invite.member_id, VIA_INVITE, now, invite_id=invite.id
     )

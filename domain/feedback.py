@@ -27,8 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Complaint, ComplaintStatus, Member, Staff, Store, SurveyResponse, Visit
 from db.session import lock_member
-from domain import audit, members, staff
+from domain import audit, members, staff, staffchats
 from domain.binding import CHANNELS as CHAT_CHANNELS
+from domain.binding import TELEGRAM
 from domain.errors import InvalidInput, NotFound
 from domain.queries import tally
 
@@ -66,7 +67,7 @@ class Filed:
     """A complaint just filed and the staff to alert about it (Telegram user ids)."""
 
     complaint: Complaint
-    recipients: list[int]
+    recipients: list[str]
 
 
 @dataclass(frozen=True)
@@ -432,19 +433,24 @@ async def nps(
     return NpsReport(promoters=int(promoters), passives=int(passives), detractors=int(detractors))
 
 
-async def complaint_recipients(session: AsyncSession, member_id: int) -> list[int]:
-    """The Telegram user ids to alert when the member complains: the active staff of their home
-    store and the chain-wide managers, the same people who may answer it."""
+async def complaint_recipients(session: AsyncSession, member_id: int) -> list[str]:
+    """The Telegram chats to alert when the member complains: those of the active staff of
+    their home store and of the chain-wide managers, the same people who may answer it (their
+    bound staff chats, and the Telegram user id an account was given by hand)."""
     member = await members.get(session, member_id)
     at_store = Staff.store_id == member.home_store_id if member.home_store_id else None
     chain_manager = and_(Staff.store_id.is_(None), Staff.role == staff.MANAGER)
     who = chain_manager if at_store is None else (at_store | chain_manager)
-    rows = await session.scalars(
-        select(Staff.telegram_user_id)
-        .where(Staff.active.is_(True), Staff.telegram_user_id.is_not(None), who)
-        .order_by(Staff.id)
-    )
-    return [int(user_id) for user_id in rows.all()]
+    rows = (
+        await session.execute(
+            select(Staff.id, Staff.telegram_user_id)
+            .where(Staff.active.is_(True), who)
+            .order_by(Staff.id)
+        )
+    ).all()
+    given = [str(user_id) for _, user_id in rows if user_id is not None]
+    bound = await staffchats.chats_of(session, [staff_id for staff_id, _ in rows], TELEGRAM)
+    return list(dict.fromkeys([*bound, *given]))
 
 
 async def complain(

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Staff, StaffRole, Store
-from domain import audit
+from domain import audit, staffchats
 from domain.errors import DomainError, InvalidInput, NotFound
 
 STAFF, MANAGER = StaffRole.STAFF, StaffRole.MANAGER
@@ -76,7 +76,8 @@ async def roster(session: AsyncSession) -> list[tuple[Staff, str | None]]:
 
 
 async def deactivate(session: AsyncSession, staff_id: int, *, actor: str) -> Staff:
-    """Accounts are never deleted: the audit log keeps naming who did what."""
+    """Accounts are never deleted: the audit log keeps naming who did what. Its chats are
+    unbound in the same unit of work, so no staff action comes from them afterwards."""
     person = await session.get(Staff, staff_id)
     if person is None:
         raise NotFound("no such staff account", staff_id=staff_id)
@@ -85,6 +86,7 @@ async def deactivate(session: AsyncSession, staff_id: int, *, actor: str) -> Sta
     await audit.record(
         session, actor=actor, action="staff.deactivate", entity="staff", entity_id=staff_id
     )
+    await staffchats.unbind_all(session, staff_id, actor=actor)
     await session.flush()
     return person
 

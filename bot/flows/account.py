@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from bot.conversation import Flow, Stale, Turn
 from db.models import Member
-from domain import binding, members, privacy
+from domain import binding, members, privacy, staffchats
 from domain.locales import LOCALES
 from domain.outgoing import Reply
 
@@ -35,9 +35,12 @@ async def how_to_bind(turn: Turn, _args: Sequence[str]) -> list[Reply]:
 
 async def start(turn: Turn, args: Sequence[str]) -> list[Reply]:
     """`/start CODE` (a deep link) binds; a bound chat's plain `/start` opts back in to
-    marketing; an unbound chat's is a welcome with the way to bind."""
+    marketing; an unbound chat's is a welcome with the way to bind; a staff chat's is its
+    menu."""
     if args and args[0].strip():
         return await _redeem(turn, args[0].strip())
+    if turn.as_staff:
+        return await menu(turn, [])
     if turn.member is None:
         return await _welcome(turn)
     return await _consent(turn, True)
@@ -71,18 +74,32 @@ async def left(turn: Turn, _args: Sequence[str]) -> list[Reply]:
 async def code(turn: Turn, args: Sequence[str]) -> list[Reply]:
     """Free text from an unbound chat: an invite code if it can be one, else the way in."""
     text = args[0] if args else ""
-    if binding.normalize_code(text) is None:
+    if binding.normalize_code(text) is None and staffchats.normalize_code(text) is None:
         return await how_to_bind(turn, [])
     return await _redeem(turn, text)
 
 
 async def _redeem(turn: Turn, text: str) -> list[Reply]:
+    """A member's invite code binds the chat to the member; a staff account's (longer) to the
+    account."""
+    if staffchats.normalize_code(text) is not None:
+        return await _redeem_staff(turn, text)
     async with turn.write() as session:
         bound = await binding.redeem_invite(
             session, turn.event.channel, turn.event.address, text, turn.now
         )
         member = await members.get(session, bound.member_id)
     return await _bound(turn, member)
+
+
+async def _redeem_staff(turn: Turn, text: str) -> list[Reply]:
+    async with turn.write() as session:
+        person = await staffchats.redeem_invite(
+            session, turn.event.channel, turn.event.address, text, turn.now
+        )
+    turn.staff, turn.acting_as_member = person, False
+    await turn.clear_state()
+    return [turn.say("staff_bound", turn.menu(), staff={"name": person.name})]
 
 
 async def contact(turn: Turn, args: Sequence[str]) -> list[Reply]:

@@ -135,7 +135,7 @@ async def _file(turn: Turn, text: str) -> list[Reply]:
 
 
 async def _alert_staff(
-    turn: Turn, recipients: list[int], complaint_id: int | None, text: str
+    turn: Turn, recipients: list[str], complaint_id: int | None, text: str
 ) -> None:
     """Staff of the member's store hear of it at once (the complaint is already on their list;
     the alert is a courtesy, so a failed one changes nothing)."""
@@ -153,7 +153,7 @@ async def _alert_staff(
             },
         },
     )
-    await turn.chat.tell_staff([str(user_id) for user_id in recipients], Reply(alert))
+    await turn.chat.tell_staff(recipients, Reply(alert))
 
 
 async def _stop_waiting(turn: Turn, session: AsyncSession) -> None:
