@@ -566,3 +566,12 @@ def test_wechat_settings_are_all_or_nothing() -> None:
     ):
         with pytest.raises(ConfigError):
             app.wechat_options(_settings(**broken))
+
+
+async def test_wechat_words_say_reply_with_a_number_not_tap(
+    plain: Bot, shop_config: ShopConfig
+) -> None:
+    await bound_member(plain, shop_config)
+    for asked in ("帮助", "积分兑换"):
+        reply = await plain.wx.say(ALICE, asked)
+        assert "回复" in reply and "点" not in reply.split("回复 1")[0], reply

@@ -476,7 +476,13 @@ class WeChatChannel:
         task.add_done_callback(done)
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), UTC)
+        return clock_now(self.clock)
+
+
+def clock_now(clock: Callable[[], float]) -> datetime:
+    """The time of a seconds-since-epoch clock (time.time, or a test's), as aware UTC: what the
+    domain takes, for every WeChat module."""
+    return datetime.fromtimestamp(clock(), UTC)
 
 
 def compose(

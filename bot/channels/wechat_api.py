@@ -36,13 +36,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
 from wechatpy import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 
+from bot.channels.wechat import clock_now
 from db.session import Database
 from domain import tokens
 from domain.outgoing import BLOCKED, FAILED, RETRY, SENT, Card, Delivery
@@ -205,7 +206,7 @@ class WeChatApi:
                 raise
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), UTC)
+        return clock_now(self.clock)
 
 
 def outcome(exc: WeChatClientException) -> Delivery:

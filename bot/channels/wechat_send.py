@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from bot.channels import wechat
 from bot.channels.wechat_api import WeChatApi, out_of_window
@@ -83,7 +83,7 @@ class WeChatSender:
         return delivery
 
     def _now(self) -> datetime:
-        return _now(self.api.clock)
+        return wechat.clock_now(self.api.clock)
 
 
 class OwedReplies:
@@ -105,7 +105,7 @@ class OwedReplies:
 
     async def deliver(self) -> int:
         """Send the owed replies that are due; returns how many went out."""
-        now = _now(self.clock)
+        now = wechat.clock_now(self.clock)
         async with self.db.read(snapshot=False) as session:
             due = await inbound.due_owed(session, wechat.CHANNEL, now, self.batch)
         sent = 0
@@ -122,12 +122,12 @@ class OwedReplies:
             retry_at = None
             if delivery.status == RETRY:
                 wait = max(delivery.retry_after or MIN_RETRY_SECONDS, MIN_RETRY_SECONDS)
-                retry_at = _now(self.clock) + timedelta(seconds=wait)
+                retry_at = wechat.clock_now(self.clock) + timedelta(seconds=wait)
             async with self.db.transaction() as session:
                 await inbound.delivered(
                     session,
                     owed.id,
-                    _now(self.clock),
+                    wechat.clock_now(self.clock),
                     sent=delivery.status == SENT,
                     retry_at=retry_at,
                 )
@@ -139,9 +139,10 @@ class OwedReplies:
 
     async def _send(self, owed: inbound.Owed) -> Delivery:
         try:
+            now = wechat.clock_now(self.clock)
             async with self.db.transaction() as session:
                 # The reply answers the member's own message, whose allowance it uses.
-                await allowances.take(session, wechat.CHANNEL, owed.address, _now(self.clock))
+                await allowances.take(session, wechat.CHANNEL, owed.address, now)
             return await self.api.send_text(owed.address, owed.reply)
         except Exception as exc:  # the database or a bug: try again later, do not lose it
             log.warning("wechat: sending an owed reply failed (%s)", type(exc).__name__)
@@ -155,10 +156,6 @@ class OwedReplies:
             except Exception as exc:
                 log.warning("wechat: owed replies pass failed (%s)", type(exc).__name__)
             await asyncio.sleep(self.poll_seconds)
-
-
-def _now(clock: Callable[[], float]) -> datetime:
-    return datetime.fromtimestamp(clock(), UTC)
 
 
 __all__ = ["OwedReplies", "WeChatSender"]
