@@ -58,6 +58,7 @@ class InboundStatus(StrEnum):
 class ComplaintStatus(StrEnum):
     OPEN = "open"
     ANSWERED = "answered"
+    CLOSED = "closed"
 
 
 class PointsKind(StrEnum):
@@ -490,6 +491,38 @@ class StaffChat(SQLModel, table=True):
     bound_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
 
 
+class MemberCode(SQLModel, table=True):
+    """The short code a member shows at the counter from their own chat, like a payment code:
+    valid a few minutes and once. Only its SHA-256 is stored (see domain.membercodes)."""
+
+    __tablename__ = "member_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code_hash: str = Field(max_length=64, unique=True)
+    member_id: int = Field(foreign_key="member.id", index=True, ondelete="CASCADE")
+    created_at: datetime = _created()
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    used_by: str | None = Field(default=None, max_length=64)
+
+
+class CounterAction(SQLModel, table=True):
+    """A staff action at the counter under the key its adapter gave it (a chat update, a
+    terminal's retry), with the answer it gave: a double tap or a retry gets that answer back
+    and changes nothing (see domain.counter.receipts)."""
+
+    __tablename__ = "counter_action"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=128, unique=True)
+    action: str = Field(max_length=48)
+    staff_id: int = Field(foreign_key="staff.id")
+    store_id: int | None = Field(default=None, foreign_key="store.id")
+    member_id: int | None = Field(default=None, foreign_key="member.id", ondelete="CASCADE")
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: datetime = _created()
+
+
 class BindAttempt(SQLModel, table=True):
     """Failed binding guesses of one chat in its current fixed window: one small row per chat,
     so a brute-forcing chat cannot grow the table (see domain.binding)."""
@@ -599,6 +632,14 @@ class SurveyResponse(SQLModel, table=True):
     comment: str | None = Field(default=None, sa_type=Text)
     channel: str = Field(max_length=16)
     created_at: datetime = _created()
+    # Staff follow up a low score (6 or less) like a complaint: an answer the member reads, then
+    # a closing note for the shop's own records.
+    answer: str | None = Field(default=None, sa_type=Text)
+    answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    answered_by: str | None = Field(default=None, max_length=64)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    closed_by: str | None = Field(default=None, max_length=64)
+    close_note: str | None = Field(default=None, sa_type=Text)
 
 
 class Complaint(SQLModel, table=True):
@@ -613,6 +654,9 @@ class Complaint(SQLModel, table=True):
     answered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     answered_by: str | None = Field(default=None, max_length=64)
     answer: str | None = Field(default=None, sa_type=Text)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    closed_by: str | None = Field(default=None, max_length=64)
+    close_note: str | None = Field(default=None, sa_type=Text)
 
 
 class MemberScore(SQLModel, table=True):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import (
@@ -450,6 +450,50 @@ async def reschedule(
         detail={"from_booking_id": current.id, "store_id": target_store},
     )
     return moved
+
+
+async def mark_attendance(
+    session: AsyncSession, booking_id: int, *, arrived: bool, now: datetime, actor: str
+) -> Booking:
+    """The member came (completed) or did not (no-show): either frees the bays for what is
+    left of the slot, since only booked rows count. A no-show is only said once the slot has
+    begun; marking the same twice is a no-op, and one may be corrected to the other."""
+    booking = await session.scalar(
+        select(Booking)
+        .where(Booking.id == booking_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    if booking is None:
+        raise NotFound("no such booking", booking_id=booking_id)
+    target = COMPLETED if arrived else NO_SHOW
+    if booking.status == target:
+        return booking
+    if booking.status == CANCELLED:
+        raise BookingUnavailable("booking is not active", reason="not_active")
+    if not arrived and now < booking.starts_at:
+        raise BookingUnavailable("the booked time has not come yet", reason="not_started")
+    before, booking.status = booking.status, target
+    session.add(booking)
+    await session.flush()
+    await _drop_reminders(session, booking)
+    await audit.record(
+        session,
+        actor=actor,
+        action="booking.arrive" if arrived else "booking.no_show",
+        entity="booking",
+        entity_id=booking.id,
+        detail={"store_id": booking.store_id, "member_id": booking.member_id, "before": before},
+    )
+    return booking
+
+
+async def no_shows(session: AsyncSession, member_id: int) -> int:
+    """How often the member booked and did not come: the staff page shows it."""
+    count = await session.scalar(
+        select(func.count()).where(Booking.member_id == member_id, Booking.status == NO_SHOW)
+    )
+    return int(count or 0)
 
 
 async def _drop_reminders(session: AsyncSession, booking: Booking) -> None:

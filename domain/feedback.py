@@ -39,7 +39,7 @@ DETRACTOR_MAX = 6  # 0 to 6 warn others off; 7 and 8 are passive
 TEXT_MAX = 1000
 # Where feedback arrives: the chat channels, and the counter when staff type it in for a member.
 CHANNELS = (*CHAT_CHANNELS, "counter")
-OPEN, ANSWERED = ComplaintStatus.OPEN, ComplaintStatus.ANSWERED
+OPEN, ANSWERED, CLOSED = ComplaintStatus.OPEN, ComplaintStatus.ANSWERED, ComplaintStatus.CLOSED
 OPEN_LIST_MAX = 500
 
 
@@ -361,11 +361,10 @@ def _may_answer(person: Staff, home_store_id: int | None) -> None:
     staff.require(person, store_id=home_store_id, manager=person.store_id is None)
 
 
-async def answer_complaint(
-    session: AsyncSession, complaint_id: int, *, staff_id: int, answer: str, now: datetime
-) -> ComplaintAnswer:
-    """Answer an open complaint once; the answer comes back for delivery to the member."""
-    text = _text(answer, "answer")
+async def _complaint_for(
+    session: AsyncSession, complaint_id: int, staff_id: int
+) -> tuple[Complaint, Member]:
+    """The complaint, row-locked, and its member, once the account may handle it."""
     person = await session.get(Staff, staff_id)
     if person is None:
         raise NotFound("no such staff account", staff_id=staff_id)
@@ -374,12 +373,19 @@ async def answer_complaint(
     complaint = await session.scalar(
         select(Complaint).where(Complaint.id == complaint_id).with_for_update()
     )
-    if complaint is None:
-        raise NotFound("no such complaint", query_kind="complaint", complaint_id=complaint_id)
-    member = await session.get(Member, complaint.member_id)
-    if member is None or member.erased_at is not None:
+    member = await session.get(Member, complaint.member_id) if complaint else None
+    if complaint is None or member is None or member.erased_at is not None:
         raise NotFound("no such complaint", query_kind="complaint", complaint_id=complaint_id)
     _may_answer(person, member.home_store_id)
+    return complaint, member
+
+
+async def answer_complaint(
+    session: AsyncSession, complaint_id: int, *, staff_id: int, answer: str, now: datetime
+) -> ComplaintAnswer:
+    """Answer an open complaint once; the answer comes back for delivery to the member."""
+    text = _text(answer, "answer")
+    complaint, member = await _complaint_for(session, complaint_id, staff_id)
     if complaint.status != OPEN:
         raise InvalidInput("this complaint has already been answered", reason="answered")
     complaint.status = ANSWERED
@@ -459,3 +465,117 @@ async def complain(
     """File the member's complaint (`file_complaint`) and name who should hear of it."""
     complaint = await file_complaint(session, member_id, body, channel, now)
     return Filed(complaint, await complaint_recipients(session, member_id))
+
+
+# ---------------------------------------------------------------- following up at the counter
+
+
+async def close_complaint(
+    session: AsyncSession, complaint_id: int, *, staff_id: int, note: str, now: datetime
+) -> Complaint:
+    """Close a complaint with a note for the shop's records (not sent to the member), by the
+    same people who may answer it; open or answered, closing twice is refused."""
+    text = _text(note, "note")
+    complaint, member = await _complaint_for(session, complaint_id, staff_id)
+    if complaint.status == CLOSED:
+        raise InvalidInput("this complaint is closed already", reason="closed")
+    complaint.status, complaint.closed_at = CLOSED, now
+    complaint.closed_by, complaint.close_note = f"staff:{staff_id}", text
+    session.add(complaint)
+    await audit.record(
+        session,
+        actor=f"staff:{staff_id}",
+        action="complaint.close",
+        entity="complaint",
+        entity_id=complaint_id,
+        detail={"member_id": member.id, "store_id": member.home_store_id},
+    )
+    await session.flush()
+    return complaint
+
+
+@dataclass(frozen=True)
+class LowScore:
+    """A survey answer of DETRACTOR_MAX or less still to follow up, with the visit's store."""
+
+    response: SurveyResponse
+    member_ref: str
+    phone: str | None  # personal data: views mask it
+    store_id: int | None
+
+
+async def low_scores(
+    session: AsyncSession, store_id: int | None = None, limit: int = 50
+) -> list[LowScore]:
+    """Survey answers of 6 or less not yet closed, oldest first, optionally of visits at one
+    store."""
+    if not 1 <= limit <= OPEN_LIST_MAX:
+        raise InvalidInput(f"limit is 1 to {OPEN_LIST_MAX}", limit=limit)
+    query = (
+        select(SurveyResponse, Member.member_ref, Member.phone, Visit.store_id)
+        .join(Member, Member.id == SurveyResponse.member_id)
+        .outerjoin(Visit, Visit.id == SurveyResponse.visit_id)
+        .where(
+            SurveyResponse.score <= DETRACTOR_MAX,
+            SurveyResponse.closed_at.is_(None),
+            Member.erased_at.is_(None),
+        )
+        .order_by(SurveyResponse.created_at, SurveyResponse.id)
+        .limit(limit)
+    )
+    if store_id is not None:
+        query = query.where(Visit.store_id == store_id)
+    rows = (await session.execute(query)).all()
+    return [LowScore(r, ref, phone, store) for r, ref, phone, store in rows]
+
+
+async def low_score(session: AsyncSession, response_id: int) -> LowScore:
+    """One low answer, row-locked, with the store of its visit."""
+    response = await session.scalar(
+        select(SurveyResponse).where(SurveyResponse.id == response_id).with_for_update()
+    )
+    member = await session.get(Member, response.member_id) if response else None
+    if response is None or member is None or member.erased_at is not None:
+        raise NotFound("no such survey answer", response_id=response_id)
+    if response.score > DETRACTOR_MAX:
+        raise InvalidInput("only answers of 6 or less are followed up", score=response.score)
+    visit = await session.get(Visit, response.visit_id) if response.visit_id else None
+    return LowScore(response, member.member_ref, member.phone, visit.store_id if visit else None)
+
+
+async def answer_low_score(
+    session: AsyncSession, low: LowScore, *, actor: str, answer: str, now: datetime
+) -> ComplaintAnswer:
+    """Answer a low score once; the answer comes back for delivery like a complaint's (its
+    `complaint_id` is the survey answer's id). The caller has authorised `actor`."""
+    text = _text(answer, "answer")
+    response = low.response
+    if response.answered_at is not None or response.closed_at is not None:
+        raise InvalidInput("this survey answer has been followed up already", reason="answered")
+    response.answer, response.answered_at, response.answered_by = text, now, actor
+    session.add(response)
+    await session.flush()
+    member = await members.get(session, response.member_id)
+    assert response.id is not None
+    return ComplaintAnswer(
+        complaint_id=response.id,
+        member_id=response.member_id,
+        locale=member.locale,
+        filed_at=response.created_at,
+        answer=text,
+        answered_at=now,
+    )
+
+
+async def close_low_score(
+    session: AsyncSession, low: LowScore, *, actor: str, note: str, now: datetime
+) -> SurveyResponse:
+    """Close a low score with a note for the shop's records. The caller has authorised."""
+    text = _text(note, "note")
+    response = low.response
+    if response.closed_at is not None:
+        raise InvalidInput("this survey answer is closed already", reason="closed")
+    response.closed_at, response.closed_by, response.close_note = now, actor, text
+    session.add(response)
+    await session.flush()
+    return response

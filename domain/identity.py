@@ -14,6 +14,7 @@ from domain.errors import InvalidInput
 _PLAIN_CN_MOBILE = re.compile(r"1(?:[3-68-9]\d|7[0-8])\d{8}")
 _PLATE = re.compile(r"^[\u4e00-\u9fffA-Z0-9]{5,10}$")
 _PLATE_NOISE = re.compile(r"[\s·•.\-_]")
+_PHONE_IN_TEXT = re.compile(r"\+?\d{11,15}")
 
 
 def normalize_phone(text: str, region: str = "CN") -> str:
@@ -56,3 +57,8 @@ def mask_plate(plate: str | None) -> str:
     if not plate:
         return "-"
     return plate[:2] + "*" * max(0, len(plate) - 4) + plate[-2:]
+
+
+def mask_phones_in(text: str) -> str:
+    """Free text (an audit line, a note) with every phone-like run of digits masked."""
+    return _PHONE_IN_TEXT.sub(lambda match: mask_phone(match.group()), text)

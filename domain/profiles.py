@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Coupon, Member, MemberScore, Reward, Service, Store, Vehicle, Visit
-from domain import coupons, members, points, punchcards, tiers, wallet
+from domain import bookings, coupons, members, points, punchcards, tiers, wallet
 from domain.shop import LoyaltyRules
 
 
@@ -37,6 +37,7 @@ class MemberProfile:
     punch_cards: list[tuple[punchcards.CardStatus, Service | None]] = field(default_factory=list)
     coupons: list[tuple[Coupon, Reward | None]] = field(default_factory=list)
     score: MemberScore | None = None  # last night's segment and churn risk, if computed
+    no_shows: int = 0  # bookings the member did not come to
 
 
 async def _services(session: AsyncSession, codes: set[str]) -> dict[str, Service]:
@@ -78,4 +79,5 @@ async def profile(
         punch_cards=[(c, services.get(c.card.service_code)) for c in cards],
         coupons=await coupons.valid_with_rewards(session, member.id, today),
         score=await session.get(MemberScore, member.id),
+        no_shows=await bookings.no_shows(session, member.id),
     )

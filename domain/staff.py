@@ -91,11 +91,63 @@ async def deactivate(session: AsyncSession, staff_id: int, *, actor: str) -> Sta
     return person
 
 
+def actor_name(person: Staff) -> str:
+    """How the audit log and the ledgers name an account: by id, since names change."""
+    return f"staff:{person.id}"
+
+
+async def identify(session: AsyncSession, who: int | str) -> Staff:
+    """The account the person at a terminal or in a chat claims: an id, or a name typed in full.
+
+    Anyone who is not a staff account (a member's id, a name nobody has) is refused as not
+    allowed, not as missing, so a probe learns nothing about which accounts exist.
+    """
+    text = str(who).strip()
+    if text.isdigit():
+        person = await session.get(Staff, int(text))
+    else:
+        found = (await session.scalars(select(Staff).where(Staff.name == text))).all()
+        if len(found) > 1:
+            raise InvalidInput("several staff accounts have that name: use the id", name=text)
+        person = found[0] if found else None
+    if person is None:
+        raise NotAllowed("not a staff account", reason="not_staff")
+    return person
+
+
+async def acting(
+    session: AsyncSession,
+    who: int | str,
+    *,
+    action: str,
+    store_id: int | None,
+    manager: bool = False,
+    own_store: bool = False,
+) -> Staff:
+    """The account behind `who`, allowed to do `action` at `store_id` (with `own_store` and no
+    `store_id`: at the account's own store), or a `NotAllowed` naming the action, the store and
+    who asked, so whoever catches it can audit the attempt."""
+    person: Staff | None = None
+    try:
+        person = await identify(session, who)
+        if own_store and store_id is None:
+            store_id = person.store_id
+        require(person, store_id=store_id, manager=manager)
+    except NotAllowed as refused:
+        refused.params.setdefault("action", action)
+        refused.params.setdefault("store_id", store_id)
+        refused.params.setdefault(
+            "actor", actor_name(person) if person else f"unknown:{str(who).strip()[:40]}"
+        )
+        raise
+    return person
+
+
 def require(person: Staff, *, store_id: int | None, manager: bool = False) -> None:
     """Refuse an inactive account, a store that is not theirs, or a manager's task for staff."""
     if not person.active:
-        raise NotAllowed("this staff account is deactivated")
+        raise NotAllowed("this staff account is deactivated", reason="deactivated")
     if manager and person.role != MANAGER:
-        raise NotAllowed("only a manager may do this")
+        raise NotAllowed("only a manager may do this", reason="not_manager")
     if person.store_id is not None and store_id != person.store_id:
-        raise NotAllowed("this belongs to another store")
+        raise NotAllowed("this belongs to another store", reason="other_store")

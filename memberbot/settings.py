@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     chat_state_ttl_minutes: int = Field(
         default=30, description="How long a half-finished chat flow (a booking) is remembered."
     )
+    staff: str | None = Field(
+        default=None,
+        description="The staff account (id or name) at this terminal, for counter commands "
+        "run without --staff.",
+    )
     rules_file: Path | None = Field(
         default=None,
         description="A shop's lifecycle rules YAML, merged over the shipped defaults by key; "

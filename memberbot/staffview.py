@@ -96,6 +96,8 @@ def render(console: Console, profile: MemberProfile) -> None:
     soon = f"{p.expiring_soon:,} expiring by {p.expiring_by}"
     console.print(f"Points [bold]{p.balance:,}[/bold] · {soon}{expiry}")
     console.print(f"Stored value [bold]{yuan(profile.stored_value_cents)}[/bold]")
+    if profile.no_shows:
+        console.print(f"No-shows: {profile.no_shows} booking(s) not kept")
     if profile.score is not None:
         _render_score(console, profile.score)
     if profile.punch_cards:

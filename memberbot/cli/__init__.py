@@ -13,12 +13,14 @@ import typer
 
 from memberbot import runtime
 from memberbot.cli import (
+    audit,
     bookings,
     chat,
     complaints,
     demo,
     imports,
     member,
+    money,
     outbox,
     points,
     rules,
@@ -26,6 +28,7 @@ from memberbot.cli import (
     serve,
     staff,
     tiers,
+    visit,
     wechat,
 )
 from memberbot.cli.common import console, run
@@ -50,6 +53,7 @@ app.command("import")(imports.import_)
 app.command("demo")(demo.demo)
 app.command("chat")(chat.chat)
 app.command("serve")(serve.serve)
+app.command("audit")(audit.audit)
 
 app.add_typer(member.app, name="member")
 app.add_typer(staff.app, name="staff")
@@ -61,5 +65,10 @@ app.add_typer(rules.app, name="rules")
 app.add_typer(segments.app, name="segments")
 app.add_typer(bookings.app, name="bookings")
 app.add_typer(wechat.app, name="wechat")
+app.add_typer(visit.app, name="visit")
+app.add_typer(money.coupon_app, name="coupon")
+app.add_typer(money.wallet_app, name="wallet")
+app.add_typer(money.cards_app, name="cards")
+points.app.command("pay")(money.pay)
 
 __all__ = ["app"]

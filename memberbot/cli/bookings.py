@@ -17,14 +17,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Store
+from db.models import Booking, Store
 from db.types import utcnow
 from domain import bookings
+from domain import staff as staff_account
 from domain.bookings import BookingLine
+from domain.counter import desk
+from domain.errors import NotFound
 from domain.identity import mask_phone, mask_plate
 from memberbot import runtime
-from memberbot.cli.common import DATE, console, run
+from memberbot.cli.common import DATE, StaffOption, console, counter_run, run
 from memberbot.staffview import plain
 
 app = typer.Typer(help="Bookings at the stores.", no_args_is_help=True)
@@ -93,3 +97,56 @@ def day(
         render_day(console, lines, shop, sheet_day)
 
     run(work)
+
+
+@app.command("today")
+def today(
+    store: Annotated[str | None, typer.Option("--store", help="Store code; default yours.")] = None,
+    staff: StaffOption = None,
+) -> None:
+    """Today's bookings at your store, as the staff account at the terminal."""
+
+    async def work(rt: runtime.Runtime, session: AsyncSession, who: str) -> tuple:  # type: ignore[type-arg]
+        shop = (
+            await bookings.store_by_code(session, store)
+            if store
+            else await session.get(Store, (await staff_account.identify(session, who)).store_id)
+        )
+        if shop is None:
+            raise NotFound("a chain-wide account names the store: --store CODE")
+        sheet_day = store_today(shop, utcnow())
+        lines = await desk.todays_bookings(session, who, day=sheet_day, store_id=shop.id)
+        return lines, shop, sheet_day
+
+    lines, shop, sheet_day = counter_run(staff, desk.TODAY, work)
+    render_day(console, lines, shop, sheet_day)
+
+
+def _attendance(booking_id: int, staff: str | None, *, arrived: bool) -> None:
+    action = desk.ARRIVE if arrived else desk.NO_SHOW
+    mark = desk.mark_arrived if arrived else desk.mark_no_show
+
+    async def work(rt: runtime.Runtime, session: AsyncSession, who: str) -> Booking:
+        return await mark(session, who, booking_id=booking_id, now=utcnow())
+
+    booking = counter_run(staff, action, work)
+    said = "arrived" if arrived else "no-show: recorded, and the bay is free"
+    console.print(f"{bookings.reference(booking)}: {said}.", markup=False)
+
+
+@app.command("arrive")
+def arrive(
+    booking_id: Annotated[int, typer.Argument(help="The booking's number (B000123 → 123).")],
+    staff: StaffOption = None,
+) -> None:
+    """The member came for their booking."""
+    _attendance(booking_id, staff, arrived=True)
+
+
+@app.command("no-show")
+def no_show(
+    booking_id: Annotated[int, typer.Argument(help="The booking's number (B000123 → 123).")],
+    staff: StaffOption = None,
+) -> None:
+    """The member did not come: counted on their page; the bay is free again."""
+    _attendance(booking_id, staff, arrived=False)

@@ -14,11 +14,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, ClassVar, TypeVar
 
 import typer
 from rich.console import Console
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain import bookings
+from domain.counter import acting, receipts
 from domain.errors import ConfigError, DomainError
 from domain.plaintext import inert
 from memberbot import runtime
@@ -104,3 +108,64 @@ DATE = DayOption("--date")
 AS_OF = DayOption("--as-of")
 
 BusinessDay = Annotated[str | None, DATE.option("Business day, YYYY-MM-DD; default today.")]
+
+
+# ---------------------------------------------------------------- counter commands
+
+StaffOption = Annotated[
+    str | None,
+    typer.Option("--staff", help="Your staff account id or name; default MEMBERBOT_STAFF."),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option("--key", help="Idempotency key: running again with it changes nothing."),
+]
+StoreOption = Annotated[
+    str | None, typer.Option("--store", help="Store code; default your account's store.")
+]
+
+
+def yuan_to_cents(text: str, flag: str) -> int:
+    """`300`, `300.5` or `¥300.50` as cents; anything else is a usage error naming the flag."""
+    try:
+        value = Decimal(text.strip().lstrip("¥").replace(",", ""))
+    except InvalidOperation as exc:
+        raise typer.BadParameter(f"{text!r} is not an amount like 300.50", param_hint=flag) from exc
+    if value < 0 or value != value.quantize(Decimal("0.01")):
+        raise typer.BadParameter(f"{text!r} is not an amount like 300.50", param_hint=flag)
+    return int(value * 100)
+
+
+def counter_run(
+    staff_given: str | None,
+    action: str,
+    work: Callable[[runtime.Runtime, AsyncSession, str], Awaitable[T]],
+) -> T:
+    """Run a counter action as the staff account at the terminal, authorised as the chat
+    authorises it; a refusal is audited (in a transaction of its own) and exits 1."""
+
+    async def main(rt: runtime.Runtime) -> T:
+        who = staff_given or rt.settings.staff
+        if not who:
+            raise typer.BadParameter("say who you are: --staff ID|NAME or MEMBERBOT_STAFF")
+        return await acting.guarded(
+            rt.db, lambda session: work(rt, session, who), who=who, action=action
+        )
+
+    return run(main)
+
+
+def print_receipt(receipt: receipts.Receipt, said: str) -> None:
+    """What was done and the member's balances now; member text printed as plain text."""
+    again = " (already done: nothing changed)" if receipt.replayed else ""
+    console.print(f"{receipt.member_ref}: {said}{again}", markup=False, highlight=False)
+    points, cents = receipt.after.points, receipt.after.stored_value_cents
+    console.print(
+        f"Balance now: {points:,} points · stored value ¥{cents / 100:,.2f}",
+        markup=False,
+        highlight=False,
+    )
+
+
+async def store_id_of(session: AsyncSession, code: str | None) -> int | None:
+    return None if code is None else int((await bookings.store_by_code(session, code)).id or 0)

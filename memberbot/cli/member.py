@@ -19,12 +19,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.types import utcnow
 from domain import binding, members, privacy, profiles
+from domain.counter import lookup
 from domain.errors import InvalidInput
 from memberbot import runtime, staffview
-from memberbot.cli.common import MemberQuery, clear_errors, console, err, run
+from memberbot.cli.common import (
+    MemberQuery,
+    StaffOption,
+    clear_errors,
+    console,
+    counter_run,
+    err,
+    run,
+)
 from memberbot.settings import get_settings
 from memberbot.staffview import line
 
@@ -45,6 +55,40 @@ def show(query: MemberQuery) -> None:
         staffview.render(console, view)
 
     run(work)
+
+
+@app.command("find")
+def find(
+    query: Annotated[str, typer.Argument(help="Member code, member number, phone or plate.")],
+    staff: StaffOption = None,
+) -> None:
+    """Find a member at the counter (audited), phones and plates masked."""
+
+    async def work(rt: runtime.Runtime, session: AsyncSession, who: str) -> lookup.Found:
+        return await lookup.find(
+            session,
+            who,
+            query,
+            now=utcnow(),
+            today=rt.today(),
+            rules=rt.config.loyalty,
+            region=rt.settings.default_region,
+        )
+
+    found = counter_run(staff, lookup.ACTION, work)
+    view = found.profile
+    line = (
+        f"{found.member.member_ref} · {found.member.name} · {found.phone_masked} · "
+        f"cars {', '.join(found.plates_masked) or '-'} · {view.tier.tier.name_en} · "
+        f"{view.points.balance:,} points · stored value ¥{view.stored_value_cents / 100:,.2f}"
+    )
+    console.print(line, markup=False, highlight=False)
+    for coupon, _ in view.coupons:
+        console.print(f"  coupon {coupon.code} until {coupon.valid_until}", markup=False)
+    for card, _ in view.punch_cards:
+        console.print(
+            f"  card {card.card.id}: {card.card.service_code}, {card.remaining} left", markup=False
+        )
 
 
 @app.command("consent")
