@@ -1,8 +1,10 @@
-"""What a staff chat shows before any counter action: the day's bookings at the account's
-store and the complaints waiting for it, each authorised by role and store
-(`staff.require`) and with personal data masked, since a list is read over a shoulder.
+"""What a staff chat lists: the day's bookings at the account's store and the complaints
+waiting for it, from the front desk's use cases (`domain.counter.desk`, which authorise them
+by role and store), shaped into rows with personal data masked, since a chat's list is read
+over a shoulder.
 
-A chain-wide account (no store) sees every open store; a store's staff see their store only.
+A chain-wide account (no store) sees every open store's bookings; a store's staff see their
+store only.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from datetime import date
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Staff
-from domain import bookings, feedback, staff
+from domain import bookings
+from domain.counter import desk
 from domain.identity import mask_phone, mask_plate
 
 LIST_LIMIT = 20
@@ -45,12 +48,16 @@ class ComplaintRow:
 async def todays_bookings(session: AsyncSession, person: Staff, day: date) -> list[BookingRow]:
     """The bookings starting on `day` at the account's store (every open store for a
     chain-wide account), in time order."""
-    staff.require(person, store_id=person.store_id)
+    assert person.id is not None
     if person.store_id is not None:
-        store_ids = [person.store_id]
+        store_ids: list[int | None] = [None]
     else:
         store_ids = [s.id for s in await bookings.open_stores(session) if s.id is not None]
-    lines = [line for sid in store_ids for line in await bookings.day_sheet(session, sid, day)]
+    lines = [
+        line
+        for store_id in store_ids
+        for line in await desk.todays_bookings(session, person.id, day=day, store_id=store_id)
+    ]
     lines.sort(key=lambda line: line.starts_local)
     return [
         BookingRow(
@@ -71,8 +78,8 @@ async def todays_bookings(session: AsyncSession, person: Staff, day: date) -> li
 async def waiting_complaints(session: AsyncSession, person: Staff) -> list[ComplaintRow]:
     """Open complaints of members whose home store is the account's (all, chain-wide),
     oldest first."""
-    staff.require(person, store_id=person.store_id)
-    found = await feedback.open_complaints(session, store_id=person.store_id, limit=LIST_LIMIT)
+    assert person.id is not None
+    found = await desk.open_complaints(session, person.id, limit=LIST_LIMIT)
     return [
         ComplaintRow(
             id=item.complaint.id or 0,
