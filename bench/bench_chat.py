@@ -43,7 +43,7 @@ import random
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from datetime import time as clock
@@ -88,7 +88,7 @@ class Run:
     records: Records | None = None
 
 
-def _rank(ordered: Sequence[float], percent: float) -> float:
+def rank(ordered: Sequence[float], percent: float) -> float:
     """Nearest-rank percentile of already sorted values."""
     return ordered[max(0, math.ceil(percent / 100 * len(ordered)) - 1)]
 
@@ -117,17 +117,25 @@ async def _counts(db: Database) -> tuple[int, int]:
 async def bind_chats(db: Database, members: int, chats: int) -> None:
     """Bind `chats` members chosen at random (seeded) to Telegram private chats, in bulk."""
     chosen = sorted(random.Random(SEED).sample(range(1, members + 1), chats))
+    await insert_bindings(
+        db, telegram.CHANNEL, {member_id: str(CHAT_ID_BASE + member_id) for member_id in chosen}
+    )
+
+
+async def insert_bindings(db: Database, channel: str, addresses: Mapping[int, str]) -> None:
+    """Bind each member (id -> chat address) on `channel`, in bulk, as a redeemed invite
+    leaves a binding."""
     bound_at = datetime.combine(TODAY, clock(1, 0), UTC)
     rows = [
         {
-            "channel": telegram.CHANNEL,
-            "address": str(CHAT_ID_BASE + member_id),
+            "channel": channel,
+            "address": address,
             "member_id": member_id,
             "bound_at": bound_at,
             "via": "invite",
             "active": True,
         }
-        for member_id in chosen
+        for member_id, address in addresses.items()
     ]
     async with db.engine.begin() as conn:
         for start in range(0, len(rows), ROWS_PER_EXECUTE):
@@ -137,19 +145,19 @@ async def bind_chats(db: Database, members: int, chats: int) -> None:
             )
 
 
-async def bound_balances(db: Database) -> dict[int, int]:
-    """Chat id -> the balance its member should be told, straight from the ledger."""
+async def bound_balances(db: Database, channel: str) -> dict[str, int]:
+    """Chat address on `channel` -> the balance its member should be told, from the ledger."""
     async with db.read() as session:
         rows = (
             await session.execute(
                 select(ChatBinding.address, func.coalesce(func.sum(PointsEntry.points), 0))
                 .select_from(ChatBinding)
                 .outerjoin(PointsEntry, PointsEntry.member_id == ChatBinding.member_id)
-                .where(ChatBinding.channel == telegram.CHANNEL, ChatBinding.active)
+                .where(ChatBinding.channel == channel, ChatBinding.active)
                 .group_by(ChatBinding.address)
             )
         ).all()
-    return {int(address): int(balance) for address, balance in rows}
+    return {str(address): int(balance) for address, balance in rows}
 
 
 async def prepare_data(db: Database, url: str, args: argparse.Namespace) -> int:
@@ -260,7 +268,9 @@ def report(run: Run, balances: dict[int, int], server_cpu_seconds: float) -> boo
         (reply.at - update_of[chat_id].queued_at) * 1000 for chat_id, reply in reply_of.items()
     )
     wrong = [
-        chat_id for chat_id, reply in reply_of.items() if not _tells(reply.text, balances[chat_id])
+        chat_id
+        for chat_id, reply in reply_of.items()
+        if not tells_balance(reply.text, balances[chat_id])
     ]
     print(
         f"updates: {answered:,} of {len(run.chats):,} answered in {seconds:.2f} s "
@@ -270,8 +280,8 @@ def report(run: Run, balances: dict[int, int], server_cpu_seconds: float) -> boo
         for name, values in (("served -> reply", latencies), ("queued -> reply", end_to_end)):
             print(
                 f"  {name}: mean {sum(values) / len(values):.1f} ms   "
-                f"p50 {_rank(values, 50):.1f}   p95 {_rank(values, 95):.1f}   "
-                f"p99 {_rank(values, 99):.1f}   max {values[-1]:.1f} ms"
+                f"p50 {rank(values, 50):.1f}   p95 {rank(values, 95):.1f}   "
+                f"p99 {rank(values, 99):.1f}   max {values[-1]:.1f} ms"
             )
     print(
         f"  replies: {len(wrong)} wrong balance, {extra_replies} extra messages, "
@@ -283,7 +293,7 @@ def report(run: Run, balances: dict[int, int], server_cpu_seconds: float) -> boo
         f"({run.bot_cpu_seconds:.2f} s in all), Bot API server process "
         f"{server_cpu_seconds * per_update:.2f} ms"
     )
-    p99 = _rank(latencies, 99) if latencies else math.inf
+    p99 = rank(latencies, 99) if latencies else math.inf
     rate_met = rate >= TARGET_RATE and answered == len(run.chats)
     p99_met = p99 <= TARGET_P99_MS
     print(f"  target >= {TARGET_RATE:g} updates/s: {'MET' if rate_met else 'MISSED'}")
@@ -293,7 +303,7 @@ def report(run: Run, balances: dict[int, int], server_cpu_seconds: float) -> boo
     return rate_met and p99_met and not wrong and not extra_replies
 
 
-def _tells(text: str, balance: int) -> bool:
+def tells_balance(text: str, balance: int) -> bool:
     """Whether an answer states the member's balance (zh_CN or en, as the member's locale)."""
     first_line = text.strip().splitlines()[0] if text.strip() else ""
     if balance <= 0:
@@ -304,7 +314,10 @@ def _tells(text: str, balance: int) -> bool:
 
 async def measure(db: Database, args: argparse.Namespace) -> bool:
     config = load_shop_config(None)
-    balances = await bound_balances(db)
+    balances = {
+        int(address): balance
+        for address, balance in (await bound_balances(db, telegram.CHANNEL)).items()
+    }
     chats = sorted(balances)
     now = datetime.combine(TODAY, clock(2, 0), UTC)  # 10:00 in Shanghai on the data's day
     async with RemoteBotApi(flood_limits=False) as server:

@@ -101,3 +101,26 @@ def test_bench_import_and_rules_run_their_day(tmp_path: Path) -> None:
         tmp_path=tmp_path,
     )
     assert "second run of the same day" in rules and "0 new rows, 0 coupons" in rules
+
+
+@pytest.mark.parametrize("mode", [[], ["--aes"]], ids=["plain", "safe"])
+def test_bench_wechat_answers_every_request_with_the_members_balance(
+    tmp_path: Path, mode: list[str]
+) -> None:
+    out = run_bench(
+        "bench_wechat",
+        "--members",
+        "20",
+        "--warmup",
+        "5",
+        *mode,
+        "--database-url",
+        sqlite_url(tmp_path / "wechat.db"),
+        tmp_path=tmp_path,
+    )
+    # The reference's replies and memberbot's, each checked: HTTP 200, signed XML to that
+    # member, and for memberbot the member's own balance.
+    assert out.count("20 requests in") == 2, out
+    assert out.count("replies: 20 right, 0 wrong, 0 errors") == 2, out
+    assert "deliveries stored by the server: 25 of 25 sent (25 answered)" in out, out
+    assert "ratio to the reference:" in out and "target p99 <= 100 ms:" in out, out
