@@ -337,8 +337,14 @@ class Chat:
 
     async def _turn(self, session: AsyncSession, event: Event) -> Turn:
         now = self.clock()
-        member, state = await binding.chat_context(session, event.channel, event.address, now)
-        desk = await staffchats.staff_for(session, event.channel, event.address)
+        member, state, maybe_staff = await binding.chat_context(
+            session, event.channel, event.address, now
+        )
+        desk = (
+            await staffchats.staff_for(session, event.channel, event.address)
+            if maybe_staff
+            else None
+        )
         if member is not None:
             locale = resolve_locale(member.locale)
         elif state is not None and state.data.get("locale") in LOCALES:

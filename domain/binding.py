@@ -38,7 +38,15 @@ from typing import Any, NoReturn
 from sqlalchemy import ColumnElement, Row, Select, and_, bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import BindAttempt, Channel, ChatBinding, ConversationState, InviteCode, Member
+from db.models import (
+    BindAttempt,
+    Channel,
+    ChatBinding,
+    ConversationState,
+    InviteCode,
+    Member,
+    StaffChat,
+)
 from db.session import lock_member, upsert_insert
 from domain import audit, members
 from domain.codes import ALPHABET, clean, random_code
@@ -406,15 +414,16 @@ def _live_state(row: Row[Any] | None, now: datetime) -> FlowState | None:
 
 async def chat_context(
     session: AsyncSession, channel: str, address: str, now: datetime
-) -> tuple[Member | None, FlowState | None]:
-    """The member a chat speaks for and its unfinished flow, read together: every chat message
-    starts here, so a bound chat costs one statement (an unbound one, two)."""
+) -> tuple[Member | None, FlowState | None, bool]:
+    """The member a chat speaks for, its unfinished flow, and whether it may speak for a staff
+    account too (`domain.staffchats` says which, when it does), read together: every chat
+    message starts here, so a member's chat costs one statement (an unbound one, two)."""
     row = (
         await session.execute(_chat_context_sql(), {"channel": channel, "address": address})
     ).one_or_none()
     if row is None:
-        return None, await load_state(session, channel, address, now)
-    return row.Member, _live_state(row, now)
+        return None, await load_state(session, channel, address, now), True
+    return row.Member, _live_state(row, now), row.staff_chat is not None
 
 
 @cache
@@ -429,6 +438,7 @@ def _chat_context_sql() -> Select[Any]:
             ConversationState.data,
             ConversationState.updated_at,
             ConversationState.expires_at,
+            StaffChat.id.label("staff_chat"),
         )
         .select_from(ChatBinding)
         .join(Member, Member.id == ChatBinding.member_id)
@@ -437,6 +447,14 @@ def _chat_context_sql() -> Select[Any]:
             and_(
                 ConversationState.channel == ChatBinding.channel,
                 ConversationState.address == ChatBinding.address,
+            ),
+        )
+        .outerjoin(
+            StaffChat,
+            and_(
+                StaffChat.channel == ChatBinding.channel,
+                StaffChat.address == ChatBinding.address,
+                StaffChat.active.is_(True),
             ),
         )
         .where(*_speaks_for(channel, address))

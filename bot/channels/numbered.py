@@ -58,12 +58,17 @@ def numbered(replies: Sequence[Reply]) -> list[Choice]:
     ]
 
 
+def could_press(text: str) -> bool:
+    """Whether typed text has the shape of a choice's key: only then are the chat's choices
+    worth reading."""
+    return bool(_NUMBER.fullmatch(unicodedata.normalize("NFKC", text).strip()))
+
+
 def pressed(text: str, choices: Mapping[str, str]) -> str | None:
     """The button data a typed message presses, if it is one of the keys ("１" and " 1 " too)."""
-    key = unicodedata.normalize("NFKC", text).strip()
-    if not _NUMBER.fullmatch(key):
+    if not could_press(text):
         return None
-    return choices.get(str(int(key)))
+    return choices.get(str(int(unicodedata.normalize("NFKC", text).strip())))
 
 
 def fit(texts: Sequence[str], tail: str, limit: int) -> str:

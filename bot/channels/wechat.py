@@ -419,7 +419,8 @@ class WeChatChannel:
         try:
             async with self._locks.hold(address):
                 offered: dict[str, str] = {}
-                if message.kind == "text":  # one statement: no snapshot, no BEGIN
+                if message.kind == "text" and numbered.could_press(message.text):
+                    # One statement: no snapshot, no BEGIN.
                     async with self.chat.db.read(snapshot=False) as session:
                         offered = await choices.recall(session, CHANNEL, address, self._now())
                 answer = await self.chat.answer(event_for(message, offered))
